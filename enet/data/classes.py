@@ -1,0 +1,78 @@
+"""Named class sets: what each output channel of a model means and how to colour it.
+
+Checkpoints and exports carry their class set, so a model always knows its own labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from . import camvid, cityscapes
+
+__all__ = ["CLASS_SETS", "ClassSet", "class_set", "generic_class_set"]
+
+_BLACK = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """Output channel ``i`` is ``names[i]``, drawn as ``palette[i]``; ``void`` is the channel
+    that stands for ignored pixels (trained with weight 0, never scored), or None."""
+
+    name: str
+    names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    void: int | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "names": list(self.names),
+            "palette": [list(c) for c in self.palette],
+            "void": self.void,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassSet:
+        return cls(d["name"], tuple(d["names"]), tuple(tuple(c) for c in d["palette"]), d["void"])
+
+
+CLASS_SETS: dict[str, ClassSet] = {
+    # The seed: 19 trainIds, then void as a 20th output (SPEC 3.3).
+    "cityscapes": ClassSet(
+        "cityscapes", (*cityscapes.TRAIN_NAMES, "void"), (*cityscapes.TRAIN_PALETTE, _BLACK), 19
+    ),
+    # PyTorch-ENet's Cityscapes loader puts "unlabeled" first, road..bicycle as 1..19.
+    "cityscapes-pytorch-enet": ClassSet(
+        "cityscapes-pytorch-enet",
+        ("unlabeled", *cityscapes.TRAIN_NAMES),
+        (_BLACK, *cityscapes.TRAIN_PALETTE),
+        0,
+    ),
+    # SegNet / PyTorch-ENet CamVid: 11 classes, then unlabelled.
+    "camvid": ClassSet(
+        "camvid", (*camvid.NAMES, "unlabeled"), (*camvid.PALETTE, _BLACK), camvid.VOID_ID
+    ),
+}
+
+
+def generic_class_set(num_classes: int) -> ClassSet:
+    """Names ``class_0..`` and well-spread colours for a model whose classes are not known."""
+    palette = tuple(
+        ((37 * i + 71) % 256, (91 * i + 13) % 256, (157 * i + 199) % 256)
+        for i in range(num_classes)
+    )
+    return ClassSet("generic", tuple(f"class_{i}" for i in range(num_classes)), palette, None)
+
+
+def class_set(name: str) -> ClassSet:
+    """Look up a named class set; the error lists the known names."""
+    try:
+        return CLASS_SETS[name]
+    except KeyError:
+        raise UsageError(f"unknown class set {name!r}; known: {', '.join(CLASS_SETS)}") from None
