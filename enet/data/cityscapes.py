@@ -3,11 +3,35 @@ labelIds -> trainIds mapping (SPEC 3.2)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["IGNORE_ID", "LABELS", "TRAIN_NAMES", "TRAIN_PALETTE", "to_train_ids"]
+from .source import DataError, SourceSample, pair_by_key
+
+__all__ = [
+    "CLASS_SET",
+    "DEFAULT_SIZE",
+    "IGNORE_ID",
+    "LABELS",
+    "TRAIN_NAMES",
+    "TRAIN_PALETTE",
+    "VOID_CLASS",
+    "find_samples",
+    "to_class_ids",
+    "to_train_ids",
+]
+
+#: The class set of prepared Cityscapes data: 19 trainIds + void (SPEC 3.3).
+CLASS_SET = "cityscapes"
+#: The seed trains and evaluates at 1024x512 (width, height).
+DEFAULT_SIZE = (1024, 512)
+#: Output channel that stands for ignored pixels (trainId 255) in the seed's 20-way setup.
+VOID_CLASS = 19
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 #: trainId of every pixel that the 19-class benchmark ignores.
 IGNORE_ID = 255
@@ -77,3 +101,37 @@ for _lb in LABELS:
 def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Map Cityscapes labelIds (uint8, any shape) to the 19 trainIds, 255 where ignored."""
     return _ID_TO_TRAIN[np.asarray(label_ids, dtype=np.uint8)]
+
+
+def to_class_ids(label_ids: np.ndarray) -> np.ndarray:
+    """labelIds -> the 20 training classes: trainIds with ignore (255) as void = 19."""
+    train = to_train_ids(label_ids)
+    train[train == IGNORE_ID] = VOID_CLASS
+    return train
+
+
+def _by_key(folder: Path, suffix: str) -> dict[str, Path]:
+    # Exact suffix match (the seed's eval310 used rstrip, a character set: SPEC 8.11).
+    return {p.name[: -len(suffix)]: p for p in folder.glob(f"*/*{suffix}")}
+
+
+def find_samples(
+    root: Path, split: str, skip_bad: bool = False, unpaired: list[str] | None = None
+) -> list[SourceSample]:
+    """Pairs of ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` and
+    ``gtFine/<split>/<city>/*_gtFine_labelIds.png``, matched by ``<city>_<seq>_<frame>``."""
+    root = Path(root)
+    image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            raise DataError(
+                f"{folder}: not found; expected the Cityscapes layout "
+                f"ROOT/leftImg8bit/{split}/<city>/ and ROOT/gtFine/{split}/<city>/"
+            )
+    return pair_by_key(
+        _by_key(image_dir, IMAGE_SUFFIX),
+        _by_key(label_dir, LABEL_SUFFIX),
+        str(root),
+        skip_bad,
+        unpaired,
+    )

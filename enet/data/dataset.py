@@ -1,0 +1,118 @@
+"""Datasets over a prepared set (memory-mapped arrays) or a dataset tree in its own layout.
+
+Both yield the same thing: ``transform(image HxWx3 uint8, label HxW uint8 class ids)``, or
+the two arrays when there is no transform.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .classes import ClassSet, class_set
+from .prepare import LAYOUTS, read_manifest
+from .source import DataError, load_pair
+
+__all__ = ["PreparedDataset", "SourceDataset", "open_dataset"]
+
+Transform = Callable[[np.ndarray, np.ndarray], object]
+
+
+class PreparedDataset(Dataset):
+    """One split of an ``enet prepare`` output. Memmaps open lazily, once per process, so the
+    dataset pickles cheaply into DataLoader workers."""
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if split not in self.manifest["splits"]:
+            raise DataError(
+                f"{self.root}: split {split!r} was not prepared "
+                f"(have: {', '.join(self.manifest['splits'])})"
+            )
+        self.split = split
+        info = self.manifest["splits"][split]
+        self.size: tuple[int, int] = (info["width"], info["height"])
+        self.source_size: tuple[int, int] = tuple(info["source_size"])
+        self.keys: list[str] = json.loads((self.root / split / "split.json").read_text())["keys"]
+        self.classes: ClassSet = ClassSet.from_dict(self.manifest["classes"])
+        self.transform = transform
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            folder = self.root / self.split
+            self._arrays = (
+                np.load(folder / "images.npy", mmap_mode="r"),
+                np.load(folder / "labels.npy", mmap_mode="r"),
+            )
+        return self._arrays
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    def __getitem__(self, index: int):
+        images, labels = self._open()
+        image, label = images[index], labels[index]
+        return (
+            self.transform(image, label) if self.transform else (np.array(image), np.array(label))
+        )
+
+
+class SourceDataset(Dataset):
+    """A split read straight from the dataset's own layout (decoding PNGs every time)."""
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        self.layout = LAYOUTS[dataset]
+        self.root = Path(root)
+        self.samples = self.layout.find_samples(self.root, split)
+        self.keys = [s.key for s in self.samples]
+        self.classes = class_set(self.layout.CLASS_SET)
+        self.size = size or self.layout.DEFAULT_SIZE
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        image, label = load_pair(self.samples[index], self.layout, self.size)
+        return self.transform(image, label) if self.transform else (image, label)
+
+
+def detect_layout(root: Path) -> str | None:
+    """``"cityscapes"`` / ``"camvid"`` if ``root`` looks like that dataset's own layout."""
+    if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
+        return "cityscapes"
+    if any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in ("train", "val", "test")):
+        return "camvid"
+    return None
+
+
+def open_dataset(
+    root: str | Path, split: str, transform: Transform | None = None
+) -> PreparedDataset | SourceDataset:
+    """A prepared set if ``root`` has a manifest, else a Cityscapes or CamVid tree."""
+    root = Path(root)
+    if (root / "manifest.json").is_file():
+        return PreparedDataset(root, split, transform)
+    dataset = detect_layout(root)
+    if dataset is None:
+        raise DataError(
+            f"{root}: neither a prepared set (manifest.json) nor a Cityscapes "
+            "(leftImg8bit/, gtFine/) or CamVid (train/, trainannot/) tree"
+        )
+    return SourceDataset(dataset, root, split, transform)
