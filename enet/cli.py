@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .data.classes import CLASS_SETS
-from .errors import EnetError
+from .errors import EnetError, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -83,6 +83,94 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         args.skip_bad,
         args.enet_c,
     )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine import train
+
+    if args.resume:
+        cfg = load_config(None, out=str(args.resume))
+        runtime = {"workers": args.workers, "device": args.device}
+        run = train(cfg, resume=True, progress=not args.no_progress, runtime=runtime)
+    else:
+        overrides = {
+            "data": str(args.data) if args.data else None,
+            "out": str(args.out) if args.out else None,
+            "variant": args.variant,
+            "size": args.size,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "repeat": args.repeat,
+            "workers": args.workers,
+            "device": args.device,
+            "amp": args.amp,
+            "channels_last": args.channels_last or None,
+            "compile": args.compile or None,
+            "sync_bn": args.sync_bn or None,
+            "seed": args.seed,
+            "deterministic": args.deterministic or None,
+            "save_every": args.save_every,
+            "val_every": args.val_every,
+            "tensorboard": args.tensorboard or None,
+            "init": str(args.init) if args.init else None,
+        }
+        if args.epochs:
+            for n, value in enumerate(args.epochs.split(","), 1):
+                overrides[f"stage{n}.epochs"] = value
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+            overrides[key.strip()] = value.strip()
+        cfg = load_config(args.config, **overrides)
+        run = train(cfg, stage=args.stage, progress=not args.no_progress)
+    print(f"run folder: {run} (log.jsonl, curves.png, checkpoints/)")
+    return 0
+
+
+def _print_official(res: dict) -> None:
+    def fmt(v: float) -> str:
+        return "  n/a " if v != v else f"{v:.4f}"
+
+    print(f"[cityscapes protocol] mIoU {fmt(res['mean_iou'])}, iIoU {fmt(res['mean_iiou'])}, "
+          f"category IoU {fmt(res['mean_category_iou'])}")  # fmt: skip
+    for name, v in res["iou_class"].items():
+        iiou = res["iiou_class"].get(name)
+        print(f"  {name:14s} {fmt(v)}" + (f"   iIoU {fmt(iiou)}" if iiou is not None else ""))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_cityscapes, evaluate_path
+    from .fileio import write_json_atomic
+
+    if args.protocol == "cityscapes":
+        if args.target is None and args.predictions is None:
+            raise UsageError("give a CHECKPOINT or --predictions DIR")
+        res = evaluate_cityscapes(
+            args.data, args.split, args.predictions, args.target, args.save_predictions,
+            args.device,
+        )  # fmt: skip
+        _print_official(res)
+        if args.json:
+            clean = json.loads(json.dumps(res).replace("NaN", "null"))
+            write_json_atomic(args.json, clean)
+            print(f"wrote {args.json}")
+        return 0
+    if args.target is None:
+        raise UsageError("the seed protocol needs a CHECKPOINT or RUN_DIR")
+
+    results = evaluate_path(
+        args.target, args.data, split=args.split, batch_size=args.batch_size,
+        device=args.device, workers=args.workers, save_images=args.save_images,
+    )  # fmt: skip
+    for r in results:
+        print(f"[seed protocol] {r['metric_file']}: mean_iou {r['mean_iou']:.4f}, "
+              f"mean_loss {r['mean_loss']:.4f}")  # fmt: skip
+        width = max(len(n) for n in r["class_names"])
+        for name, iou in zip(r["class_names"], r["iou_class"], strict=True):
+            print(f"  {name:{width}s} {iou:.4f}")
     return 0
 
 
@@ -165,6 +253,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--enet-c", type=float, default=1.02, help="c in ENet's 1/ln(c + p) weights (default 1.02)"
     )
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser(
+        "train",
+        help="train ENet: the seed's three stages, resumable, one device or torchrun DDP",
+        description="Stage 1: encoder + head, 65 epochs of a 150-epoch poly curve; stage 2: 85 "
+        "more on that curve; stage 3: full ENet, 100 epochs, encoder from stage 2. Adam 5e-4, "
+        "coupled L2 1e-4 (BN exempt), batch 6, weighted cross-entropy. Defaults reproduce the "
+        "seed; --config TOML and flags override. Multi-device: torchrun --nproc_per_node N "
+        "-m enet train ... (gradients are averaged across ranks).",
+    )
+    p.add_argument("--data", type=Path, help="a prepared set (enet prepare)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/train)")
+    p.add_argument("--stage", default="all", choices=["1", "2", "3", "all"])
+    p.add_argument("--config", type=Path, help="TOML (or JSON) file of config values")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from last.pt")
+    p.add_argument("--variant", choices=["seed", "pytorch-enet"])
+    p.add_argument("--size", type=_size, help="training WxH (default 1024x512)")
+    p.add_argument("--batch-size", type=int, help="per device (default 6)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
+    p.add_argument("--epochs", help="epochs of stages 1,2,3 (e.g. 65,85,100)")
+    p.add_argument("--repeat", type=int, help="passes over the data per epoch (default 1)")
+    p.add_argument("--workers", type=int, help="loader processes per device (default 4)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--save-every", type=int, help="checkpoint every N epochs (default 20)")
+    p.add_argument("--val-every", type=int, help="validate every K epochs (default: stage end)")
+    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--init", type=Path, help="enet checkpoint to start from")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="any config value, e.g. --set stage3.weights=enet --set dropout=0,0 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="per-class IoU and mIoU of a checkpoint, or of every checkpoint in a run",
+        description="Seed protocol: inputs at the training size, labels by nearest, void as "
+        "its own output, erfnet's iouEval (absent class = 0), mIoU over the non-void classes. "
+        "Writes <checkpoint>.metric.txt (the seed's format) and .metric.json. Given a run "
+        "folder, evaluates each checkpoint that has no metrics file yet (split across ranks "
+        "under torchrun).",
+    )
+    p.add_argument("target", type=Path, nargs="?", metavar="CHECKPOINT|RUN_DIR")
+    p.add_argument("--data", type=Path, required=True, help="a prepared set or dataset root")
+    p.add_argument(
+        "--protocol", choices=["seed", "cityscapes"], default="seed",
+        help="seed (default; 512x1024, void as a class, absent class = 0) or cityscapes (the "
+        "official benchmark at full resolution against gtFine labelIds; --data is the "
+        "Cityscapes root)",
+    )  # fmt: skip
+    p.add_argument("--predictions", type=Path, help="cityscapes protocol: labelId PNGs to score")
+    p.add_argument("--save-predictions", type=Path, help="cityscapes protocol: write labelId "
+                   "PNGs in the benchmark's submission naming")  # fmt: skip
+    p.add_argument("--json", type=Path, help="cityscapes protocol: write the scores as JSON")
+    p.add_argument("--split", default="val")
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--save-images", type=int, default=0, metavar="N",
+        help="write image | overlay | prediction | ground-truth sheets for the first N samples",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
         "demo",

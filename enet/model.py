@@ -94,7 +94,11 @@ def _activation(variant: Variant, channels: int, relu: bool) -> nn.Module:
     return nn.PReLU(channels if variant == "seed" else 1, init=0.25)
 
 
+DROPOUT_KINDS = ("auto", "element", "channel")
+
+
 def _dropout(variant: Variant, p: float) -> nn.Module:
+    """Seed: element-wise; PyTorch-ENet / paper: whole channels (``Dropout2d``)."""
     return nn.Dropout(p) if variant == "seed" else nn.Dropout2d(p)
 
 
@@ -120,6 +124,17 @@ def _conv_bn_act(
     return nn.Sequential(*layers)
 
 
+def _replicate_edges(x: Tensor, dim: int, before: int, after: int) -> Tensor:
+    """Repeat the first/last slice along ``dim``; a concat, which (unlike replication_pad2d)
+    every backend and torch.compile handles in any memory format."""
+    if not before and not after:
+        return x
+    n = x.shape[dim]
+    return torch.cat(
+        [x.narrow(dim, 0, 1)] * before + [x] + [x.narrow(dim, n - 1, 1)] * after, dim=dim
+    )
+
+
 def max_pool3x3s2_same(x: Tensor) -> Tensor:
     """MindSpore ``MaxPool2d(3, 2, pad_mode="same")``: TF SAME padding, odd element after.
 
@@ -128,11 +143,11 @@ def max_pool3x3s2_same(x: Tensor) -> Tensor:
     a max, since the edge itself lies in every window that sees the pad, and stays finite
     under quantisation.
     """
-    pads = []
-    for n in (x.shape[-1], x.shape[-2]):
+    for dim in (-2, -1):
+        n = x.shape[dim]
         total = max((math.ceil(n / 2) - 1) * 2 + 3 - n, 0)
-        pads += [total // 2, total - total // 2]
-    return F.max_pool2d(F.pad(x, pads, mode="replicate"), 3, 2)
+        x = _replicate_edges(x, dim, total // 2, total - total // 2)
+    return F.max_pool2d(x, 3, 2)
 
 
 class SameConvTranspose2d(nn.ConvTranspose2d):
@@ -236,15 +251,16 @@ class DownsamplingBottleneck(nn.Module):
 
 
 def upsample2x_asymmetric(x: Tensor) -> Tensor:
-    """MindSpore ``ResizeBilinear`` x2 (asymmetric: out[2i]=x[i], out[2i+1]=mean(x[i], x[i+1])).
+    """MindSpore ``ResizeBilinear`` x2 (asymmetric: out[2i]=x[i], out[2i+1]=mean(x[i], x[i+1]),
+    the last neighbour clamped), rows then columns (SPEC 2.2, reference/mindspore README).
 
-    Replicate-pad by one, then align-corners bilinear to 2n+1 maps dst to src = dst/2
-    exactly; cropping drops the extra sample (SPEC 2.2, reference/mindspore README).
+    Not ``F.interpolate(align_corners=False)``, which samples half-pixel centres.
     """
     h, w = x.shape[-2:]
-    padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    up = F.interpolate(padded, size=(2 * h + 1, 2 * w + 1), mode="bilinear", align_corners=True)
-    return up[..., : 2 * h, : 2 * w]
+    below = torch.cat((x.narrow(2, 1, h - 1), x.narrow(2, h - 1, 1)), dim=2)
+    x = torch.stack((x, (x + below) * 0.5), dim=3).flatten(2, 3)  # N, C, 2H, W
+    right = torch.cat((x.narrow(3, 1, w - 1), x.narrow(3, w - 1, 1)), dim=3)
+    return torch.stack((x, (x + right) * 0.5), dim=4).flatten(3, 4)  # N, C, 2H, 2W
 
 
 class UpsamplingBottleneck(nn.Module):
@@ -279,22 +295,21 @@ class UpsamplingBottleneck(nn.Module):
 class Encoder(nn.Module):
     """Initial block and stages 1-3: 3xHxW -> 128 x H/8 x W/8."""
 
-    def __init__(self, variant: Variant) -> None:
+    def __init__(self, variant: Variant, dropout: tuple[float, float]) -> None:
         super().__init__()
         unpool = variant == "pytorch-enet"
+        early, later = dropout
         self.initial_block = InitialBlock(variant)
-        self.downsample1_0 = DownsamplingBottleneck(variant, 16, 64, STAGE1_DROPOUT, unpool)
+        self.downsample1_0 = DownsamplingBottleneck(variant, 16, 64, early, unpool)
         for i in range(1, 5):
             self.add_module(
-                f"regular1_{i}",
-                RegularBottleneck(variant, 64, BlockSpec("regular"), STAGE1_DROPOUT),
+                f"regular1_{i}", RegularBottleneck(variant, 64, BlockSpec("regular"), early)
             )
-        self.downsample2_0 = DownsamplingBottleneck(variant, 64, 128, LATER_DROPOUT, unpool)
+        self.downsample2_0 = DownsamplingBottleneck(variant, 64, 128, later, unpool)
         for stage, first in ((2, 1), (3, 0)):
             for i, spec in enumerate(STAGE_2_3_BLOCKS, start=first):
                 self.add_module(
-                    f"{spec.kind}{stage}_{i}",
-                    RegularBottleneck(variant, 128, spec, LATER_DROPOUT),
+                    f"{spec.kind}{stage}_{i}", RegularBottleneck(variant, 128, spec, later)
                 )
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor | None, torch.Size]]]:
@@ -313,13 +328,14 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Stages 4-5 and the final 3x3 s2 transposed conv: 128 x H/8 x W/8 -> C x H x W."""
 
-    def __init__(self, variant: Variant, num_classes: int) -> None:
+    def __init__(self, variant: Variant, num_classes: int, dropout: float) -> None:
         super().__init__()
-        self.upsample4_0 = UpsamplingBottleneck(variant, 128, 64, LATER_DROPOUT)
-        self.regular4_1 = RegularBottleneck(variant, 64, BlockSpec("regular"), LATER_DROPOUT, True)
-        self.regular4_2 = RegularBottleneck(variant, 64, BlockSpec("regular"), LATER_DROPOUT, True)
-        self.upsample5_0 = UpsamplingBottleneck(variant, 64, 16, LATER_DROPOUT)
-        self.regular5_1 = RegularBottleneck(variant, 16, BlockSpec("regular"), LATER_DROPOUT, True)
+        regular = BlockSpec("regular")
+        self.upsample4_0 = UpsamplingBottleneck(variant, 128, 64, dropout)
+        self.regular4_1 = RegularBottleneck(variant, 64, regular, dropout, relu=True)
+        self.regular4_2 = RegularBottleneck(variant, 64, regular, dropout, relu=True)
+        self.upsample5_0 = UpsamplingBottleneck(variant, 64, 16, dropout)
+        self.regular5_1 = RegularBottleneck(variant, 16, regular, dropout, relu=True)
         if variant == "seed":
             self.fullconv = SameConvTranspose2d(16, num_classes, 3, stride=2, bias=False)
         else:
@@ -343,26 +359,43 @@ class ENet(nn.Module):
         variant: ``"seed"`` (default, the MindSpore port) or ``"pytorch-enet"``.
         encoder_only: the encoder plus a 1x1 prediction head with bias (training stages 1-2,
             SPEC 4.1), giving ``num_classes x H/8 x W/8`` logits.
+        dropout: rates in stage 1 and from block 2.0 on (decoder included), SPEC 2.2.
+        dropout_kind: ``"auto"`` (the variant's own), ``"element"`` or ``"channel"``. Dropout
+            only acts in training; channel masks need ~1/(H*W) of the random numbers, which
+            is most of a CPU training step's cost with element-wise masks.
 
     Input: ``N x 3 x H x W`` RGB in [0, 1] (no mean/std), H and W divisible by 8.
     """
 
     def __init__(
-        self, num_classes: int = 20, variant: Variant = "seed", encoder_only: bool = False
+        self,
+        num_classes: int = 20,
+        variant: Variant = "seed",
+        encoder_only: bool = False,
+        dropout: tuple[float, float] = (STAGE1_DROPOUT, LATER_DROPOUT),
+        dropout_kind: str = "auto",
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown ENet variant {variant!r}; choose one of {VARIANTS}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if dropout_kind not in DROPOUT_KINDS:
+            raise ValueError(f"dropout_kind must be one of {DROPOUT_KINDS}, got {dropout_kind!r}")
         self.num_classes = num_classes
         self.variant: Variant = variant
         self.encoder_only = encoder_only
-        self.encoder = Encoder(variant)
+        self.encoder = Encoder(variant, dropout)
         if encoder_only:
             self.pred = nn.Conv2d(128, num_classes, 1, bias=True)
         else:
-            self.decoder = Decoder(variant, num_classes)
+            self.decoder = Decoder(variant, num_classes, dropout[1])
+        if dropout_kind != "auto":
+            kind = nn.Dropout if dropout_kind == "element" else nn.Dropout2d
+            for name, module in list(self.named_modules()):
+                if isinstance(module, (nn.Dropout, nn.Dropout2d)):
+                    parent, _, attr = name.rpartition(".")
+                    setattr(self.get_submodule(parent), attr, kind(module.p))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

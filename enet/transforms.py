@@ -24,9 +24,8 @@ from torch import Tensor
 __all__ = ["SegmentationTransform", "eval_transform", "train_transform"]
 
 
-def _uniform(low: float = 0.0, high: float = 1.0) -> float:
-    # torch's RNG: DataLoader seeds it per worker from its generator, so runs repeat exactly.
-    return low + (high - low) * float(torch.rand(()))
+def _uniform(generator: torch.Generator | None, low: float = 0.0, high: float = 1.0) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
 
 
 @dataclass(frozen=True)
@@ -53,25 +52,30 @@ class SegmentationTransform:
     source_scale: float = 1.0
     label_stride: int = 1
 
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``generator`` makes the draw a pure function of its seed (training seeds it per
+        sample and epoch, so worker count and resumption do not change the augmentation)."""
+        g = generator
         img = Image.fromarray(np.asarray(image))
         lbl = Image.fromarray(np.asarray(label))
         if self.augment:
             if self.blur_radius > 0:
-                radius = _uniform() * self.blur_radius * self.source_scale
+                radius = _uniform(g) * self.blur_radius * self.source_scale
                 img = img.filter(ImageFilter.GaussianBlur(radius))
-            if _uniform() < self.crop_p:
-                ratio = _uniform(*self.crop_ratio)
+            if _uniform(g) < self.crop_p:
+                ratio = _uniform(g, *self.crop_ratio)
                 w, h = img.size
                 cw, ch = int(w / ratio), int(h / ratio)
-                x, y = int(_uniform() * (w - cw)), int(_uniform() * (h - ch))
+                x, y = int(_uniform(g) * (w - cw)), int(_uniform(g) * (h - ch))
                 box = (x, y, x + cw, y + ch)
                 img, lbl = img.crop(box), lbl.crop(box)
         if img.size != self.size:
             # PIL bilinear antialiases when shrinking; PIL nearest samples pixel centres.
             img = img.resize(self.size, Image.BILINEAR)
             lbl = lbl.resize(self.size, Image.NEAREST)
-        if self.augment and _uniform() < self.flip_p:
+        if self.augment and _uniform(g) < self.flip_p:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
             lbl = lbl.transpose(Image.FLIP_LEFT_RIGHT)
         if self.label_stride > 1:
@@ -87,14 +91,16 @@ def train_transform(
     size: tuple[int, int],
     stage: int,
     source_scale: float = 1.0,
+    crop_ratio: tuple[float, float] | None = None,
+    augment: bool = True,
 ) -> SegmentationTransform:
     """The seed's training preset for ``stage`` (1: crop ratio fixed at 1.2, encoder labels;
     2: ratio U[1.0, 1.3), encoder labels; 3: ratio U[1.0, 1.3), full-resolution labels)."""
-    ratio = (1.2, 1.2) if stage == 1 else (1.0, 1.3)
+    ratio = crop_ratio or ((1.2, 1.2) if stage == 1 else (1.0, 1.3))
     return SegmentationTransform(
         size,
-        augment=True,
-        crop_ratio=ratio,
+        augment=augment,
+        crop_ratio=tuple(ratio),
         source_scale=source_scale,
         label_stride=8 if stage in (1, 2) else 1,
     )

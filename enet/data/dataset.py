@@ -1,7 +1,9 @@
 """Datasets over a prepared set (memory-mapped arrays) or a dataset tree in its own layout.
 
 Both yield the same thing: ``transform(image HxWx3 uint8, label HxW uint8 class ids)``, or
-the two arrays when there is no transform.
+the two arrays when there is no transform. An item may be asked for as ``(index, seed)``: the
+transform then draws its randomness from a generator seeded with ``seed`` (see
+``enet.engine.SeededSampler``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from .classes import ClassSet, class_set
@@ -19,7 +22,15 @@ from .source import DataError, load_pair
 
 __all__ = ["PreparedDataset", "SourceDataset", "open_dataset"]
 
-Transform = Callable[[np.ndarray, np.ndarray], object]
+Transform = Callable[..., object]
+
+
+def _apply(transform: Transform | None, image, label, seed: int | None):
+    if transform is None:
+        return np.array(image), np.array(label)
+    if seed is None:
+        return transform(image, label)
+    return transform(image, label, torch.Generator().manual_seed(seed))
 
 
 class PreparedDataset(Dataset):
@@ -58,12 +69,10 @@ class PreparedDataset(Dataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arrays": None}
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, seed = item if isinstance(item, tuple) else (item, None)
         images, labels = self._open()
-        image, label = images[index], labels[index]
-        return (
-            self.transform(image, label) if self.transform else (np.array(image), np.array(label))
-        )
+        return _apply(self.transform, images[index], labels[index], seed)
 
 
 class SourceDataset(Dataset):
@@ -88,9 +97,10 @@ class SourceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, seed = item if isinstance(item, tuple) else (item, None)
         image, label = load_pair(self.samples[index], self.layout, self.size)
-        return self.transform(image, label) if self.transform else (image, label)
+        return _apply(self.transform, image, label, seed)
 
 
 def detect_layout(root: Path) -> str | None:

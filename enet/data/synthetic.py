@@ -214,11 +214,15 @@ def _far_skyline(cv: Canvas) -> None:
 
 
 def _wall(cv: Canvas, side: int, x: float, z0: float, z1: float) -> None:
+    """A free-standing wall: stone, brick or concrete with courses of mortar, coping on top."""
     rng = cv.rng
-    h = rng.uniform(0.8, 2.5)
-    c = _grey(rng, 110, 190)
+    h = rng.uniform(1.0, 2.5)
+    c = _jitter(rng, [(150, 150, 145), (165, 95, 75), (185, 175, 150)][rng.integers(3)], 20)
     cv.quad(x, x, 0, h, z0, z1, c, WALL)
-    cv.quad(x, x, h - 0.15, h, z0, z1, _jitter(rng, c, 25), WALL)  # coping stones
+    mortar = _jitter(rng, tuple(int(v * 0.7) for v in c), 8)
+    for y in np.arange(0.25, h - 0.2, rng.uniform(0.2, 0.35)):
+        cv.quad(x, x, y, y + 0.04, z0, z1, mortar, None)
+    cv.quad(x, x, h - 0.15, h, z0, z1, _jitter(rng, c, 35), WALL)  # coping stones
 
 
 def _fence(cv: Canvas, side: int, x: float, z0: float, z1: float) -> None:
@@ -226,14 +230,17 @@ def _fence(cv: Canvas, side: int, x: float, z0: float, z1: float) -> None:
     h = rng.uniform(1.0, 2.0)
     c = _jitter(rng, [(140, 120, 100), (90, 95, 90), (170, 160, 150)][rng.integers(3)], 15)
     cam = cv.cam
-    step = rng.uniform(0.15, 0.35)
+    # Annotated as one region (as Cityscapes annotators do); drawn as slats over a darker
+    # see-through backing, so only its texture tells it from a wall.
+    cv.quad(x, x, 0, h, z0, z1, _jitter(rng, tuple(v // 2 for v in c), 10), FENCE)
+    step = rng.uniform(0.15, 0.3)
     z = z0
-    while z < z1:  # posts and boards, so the background shows between them
+    while z < z1:
         (xa, ya), (_, yb) = cam.p(x, 0, z), cam.p(x, h, z)
-        cv.line([(xa, ya), (xa, yb)], c, max(1.0, cam.f * 0.06 / z), FENCE)
+        cv.line([(xa, ya), (xa, yb)], c, max(1.0, cam.f * 0.06 / z), None)
         z += step
     for y in (h * 0.3, h * 0.9):
-        cv.line([cam.p(x, y, z0), cam.p(x, y, z1)], c, max(1.0, cam.f * 0.05 / z0), FENCE)
+        cv.line([cam.p(x, y, z0), cam.p(x, y, z1)], c, max(1.0, cam.f * 0.05 / z0), None)
 
 
 def _tree(cv: Canvas, x: float, z: float) -> None:
@@ -270,11 +277,11 @@ def _pole(cv: Canvas, x: float, z: float, kind: str) -> None:
     h = rng.uniform(3.5, 7)
     c = _grey(rng, 80, 170)
     (bx, by), (_, ty) = cam.p(x, 0, z), cam.p(x, h, z)
-    cv.line([(bx, by), (bx, ty)], c, max(1.0, cam.f * 0.2 / z), POLE)
+    cv.line([(bx, by), (bx, ty)], c, max(1.0, cam.f * 0.3 / z), POLE)
     if kind == "sign":
         y = h - rng.uniform(0.3, 1.5)
         sx, sy = cam.p(x, y, z)
-        r = cam.f * rng.uniform(0.4, 0.6) / z
+        r = cam.f * rng.uniform(0.5, 0.8) / z
         fill = [(220, 200, 30), (230, 230, 230), (30, 80, 180), (200, 40, 40)][rng.integers(4)]
         if rng.random() < 0.5:
             cv.ellipse(sx, sy, r, r, _jitter(rng, fill, 15), SIGN)
@@ -288,7 +295,7 @@ def _pole(cv: Canvas, x: float, z: float, kind: str) -> None:
     elif kind == "light":
         y = h - 0.2
         lx, ly = cam.p(x, y, z)
-        w, hh = cam.f * 0.3 / z, cam.f * 0.75 / z
+        w, hh = cam.f * 0.4 / z, cam.f * 0.95 / z
         cv.poly([(lx - w, ly - hh), (lx + w, ly - hh), (lx + w, ly + hh), (lx - w, ly + hh)],
                 _jitter(rng, (35, 35, 30), 10), LIGHT)  # fmt: skip
         on = rng.integers(3)
@@ -373,12 +380,14 @@ def _two_wheeler(cv: Canvas, x: float, z: float, motor: bool, ridden: bool) -> N
         rng.integers(4)], 15)  # fmt: skip
     (ax, ay), (bx, _) = cam.p(x - length / 2, r, z), cam.p(x + length / 2, r, z)
     rr = cam.f * r / z
-    thick = max(1.0, cam.f * (0.12 if motor else 0.08) / z)
-    for cx in (ax, bx):
-        cv._img.ellipse(
-            [cx - rr, ay - rr, cx + rr, ay + rr], outline=(25, 25, 25), width=round(thick)
-        )
-        cv._lbl.ellipse([cx - rr, ay - rr, cx + rr, ay + rr], outline=label, width=round(thick))
+    thick = max(1.0, cam.f * (0.16 if motor else 0.12) / z)
+    for cx in (ax, bx):  # a wheel is labelled as a whole disc; its image shows tyre and spokes
+        box = [cx - rr, ay - rr, cx + rr, ay + rr]
+        cv._img.ellipse(box, fill=_jitter(rng, (150, 150, 150), 30), outline=(25, 25, 25),
+                        width=round(thick))  # fmt: skip
+        cv._lbl.ellipse(box, fill=label)
+        cv.line([(cx - rr, ay), (cx + rr, ay)], (60, 60, 60), 1, None)
+        cv.line([(cx, ay - rr), (cx, ay + rr)], (60, 60, 60), 1, None)
     top = cam.p(x, r * 2.2, z)
     cv.line([(ax, ay), top, (bx, ay), (ax, ay)], frame, thick, label)
     if motor:
@@ -474,7 +483,7 @@ def draw_scene(
     objects: list[tuple[float, str, float]] = []
     near = cam.near_z()
     for _ in range(rng.integers(3, 7)):
-        objects.append((rng.uniform(near + 4, 70), "pole", 0.0))
+        objects.append((rng.uniform(near + 3, 45), "pole", 0.0))
     for _ in range(rng.integers(1, 5)):
         objects.append((rng.uniform(near + 3, 60), "tree", 0.0))
     for _ in range(rng.integers(2, 7)):
@@ -482,7 +491,7 @@ def draw_scene(
     for _ in range(rng.integers(2, 8)):
         objects.append((rng.uniform(near + 1, 40), "person", 0.0))
     for _ in range(rng.integers(1, 4)):
-        objects.append((rng.uniform(near + 2, 40), "two_wheeler", 0.0))
+        objects.append((rng.uniform(near + 1, 30), "two_wheeler", 0.0))
     for _ in range(rng.integers(0, 3)):
         objects.append((rng.uniform(near + 2, 40), "static", 0.0))
     if street["rail"] is not None and rng.random() < 0.85:

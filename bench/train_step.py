@@ -1,0 +1,98 @@
+"""One training step (forward + weighted CE + backward + Adam) on the CPU, several ways, one run.
+
+    python bench/train_step.py [--batch 2] [--size 1024x512] [--repeats 5]
+
+Baseline: the ``pytorch-enet`` variant in plain eager fp32 NCHW (PyTorch-ENet's own setup).
+Then our paths: eager, channels_last, bf16 autocast, torch.compile, and channel-wise dropout
+(element-wise dropout needs a random number per activation, most of a CPU step's time).
+Prints ms/step and the speed-up over the baseline measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from enet.engine import param_groups
+from enet.losses import SEED_DECODER_WEIGHTS, weighted_cross_entropy
+from enet.model import ENet
+
+
+def step_time(variant: str, batch: int, size: tuple[int, int], repeats: int, *,
+              channels_last: bool = False, compile: bool = False, amp: str = "off",
+              dropout_kind: str = "auto") -> float:  # fmt: skip
+    torch.manual_seed(0)
+    model = ENet(20, variant, dropout_kind=dropout_kind).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if compile else model
+    opt = torch.optim.Adam(param_groups(model, 1e-4), lr=5e-4)
+    weight = torch.tensor(SEED_DECODER_WEIGHTS)
+    w, h = size
+    x = torch.rand(batch, 3, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 20, (batch, h, w))
+    times = []
+    for i in range(repeats + 2):  # two warm-up steps (compilation, allocator)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            logits = net(x)
+        loss = weighted_cross_entropy(logits, y, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", default="1024x512")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-compile", action="store_true")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    paths = {
+        "baseline: pytorch-enet eager fp32 NCHW": dict(variant="pytorch-enet"),
+        "seed eager fp32 NCHW": dict(variant="seed"),
+        "seed eager fp32 channels_last": dict(variant="seed", channels_last=True),
+        "seed eager bf16 channels_last": dict(variant="seed", channels_last=True, amp="bf16"),
+    }
+    if not args.skip_compile:
+        paths["seed compile fp32 channels_last"] = dict(
+            variant="seed", channels_last=True, compile=True
+        )
+        paths["seed compile channels_last channel-dropout"] = dict(
+            variant="seed", channels_last=True, compile=True, dropout_kind="channel"
+        )
+        paths["pytorch-enet compile fp32 channels_last"] = dict(
+            variant="pytorch-enet", channels_last=True, compile=True
+        )
+    results = {}
+    for name, kw in paths.items():
+        results[name] = step_time(batch=args.batch, size=size, repeats=args.repeats, **kw)
+        print(f"{name:40s} {results[name]:8.1f} ms/step", flush=True)
+    base = results["baseline: pytorch-enet eager fp32 NCHW"]
+    best = min((v, k) for k, v in results.items() if not k.startswith("baseline"))
+    print(json.dumps({
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "batch": args.batch, "size": args.size,
+        "ms_per_step": {k: round(v, 1) for k, v in results.items()},
+        "speedup_vs_baseline": {k: round(base / v, 2) for k, v in results.items()},
+        "fastest": best[1],
+    }, indent=1))  # fmt: skip
+    print(f"fastest: {best[1]}: {base / best[0]:.2f}x the baseline")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Training configuration: dataclass defaults (the seed's recipe, SPEC 4) -> optional TOML ->
+command-line overrides. Unknown keys are errors; the resolved config is saved with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["StageConfig", "TrainConfig", "apply_overrides", "load_config"]
+
+
+@dataclass
+class StageConfig:
+    """One training stage (SPEC 4.1). The LR follows ``lr * (1 - e / curve_epochs) ** 0.9``
+    with e = ``curve_start`` + epoch within the stage (stage 2 continues stage 1's curve)."""
+
+    epochs: int
+    curve_epochs: int
+    curve_start: int
+    encoder_only: bool
+    crop_ratio: tuple[float, float]
+    #: "auto" (the seed's tables for Cityscapes, else "enet"), "seed_encoder", "seed_decoder",
+    #: "enet", "median_frequency" (from the prepared manifest) or "uniform".
+    weights: str
+
+
+def _seed_stages() -> dict[str, StageConfig]:
+    return {
+        "stage1": StageConfig(65, 150, 0, True, (1.2, 1.2), "auto"),
+        "stage2": StageConfig(85, 150, 65, True, (1.0, 1.3), "auto"),
+        "stage3": StageConfig(100, 100, 0, False, (1.0, 1.3), "auto"),
+    }
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; defaults reproduce the seed (single device)."""
+
+    data: str = ""
+    out: str = "runs/train"
+    variant: str = "seed"
+    #: (width, height) of training inputs; the seed trains at 1024x512.
+    size: tuple[int, int] = (1024, 512)
+    batch_size: int = 6
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    #: passes over the (per-rank) data per epoch; the seed's multi-device recipe uses 2.
+    repeat: int = 1
+    #: dropout rates (stage 1, from 2.0 on), SPEC 2.2.
+    dropout: tuple[float, float] = (0.01, 0.1)
+    #: "auto" (the variant's: seed element-wise, pytorch-enet channel-wise), "element",
+    #: "channel" (far faster on CPUs, where random numbers dominate the step).
+    dropout_kind: str = "auto"
+    augment: bool = True
+    #: keep BatchNorm in eval mode (running statistics frozen) while training.
+    freeze_bn: bool = False
+    workers: int = 4
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    save_every: int = 20
+    val_every: int = 0
+    tensorboard: bool = False
+    #: weights to start stage 1 from (an enet checkpoint), instead of random init.
+    init: str = ""
+    stage1: StageConfig = field(default_factory=lambda: _seed_stages()["stage1"])
+    stage2: StageConfig = field(default_factory=lambda: _seed_stages()["stage2"])
+    stage3: StageConfig = field(default_factory=lambda: _seed_stages()["stage3"])
+
+    def stage(self, n: int) -> StageConfig:
+        return getattr(self, f"stage{n}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        from .fileio import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Bring a TOML/CLI value to the type of the default it replaces."""
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(current, tuple):
+            items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
+            if len(items) != len(current):
+                raise ValueError(value)
+            return tuple(type(c)(v) for c, v in zip(current, items, strict=True))
+        if isinstance(current, (int, float)) and isinstance(value, str):
+            return type(current)(float(value)) if isinstance(current, int) else float(value)
+        if isinstance(current, float):
+            return float(value)
+        return type(current)(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"config key {key!r}: cannot use {value!r} (default {current!r})"
+        ) from None
+
+
+def apply_overrides(config: TrainConfig, values: dict[str, Any], origin: str = "") -> TrainConfig:
+    """Set dotted keys (``lr``, ``stage3.epochs``) or nested dicts; unknown keys are errors."""
+    where = f" in {origin}" if origin else ""
+    for key, value in values.items():
+        target, name = config, key
+        if isinstance(value, dict) and hasattr(config, key):
+            sub = getattr(config, key)
+            for k, v in value.items():
+                _set(sub, k, v, f"{key}.{k}", where)
+            continue
+        if "." in key:
+            head, name = key.split(".", 1)
+            if not hasattr(config, head) or not dataclasses.is_dataclass(getattr(config, head)):
+                raise UsageError(f"unknown config key {key!r}{where}")
+            target = getattr(config, head)
+        _set(target, name, value, key, where)
+    return config
+
+
+def _set(target: Any, name: str, value: Any, key: str, where: str) -> None:
+    names = {f.name for f in dataclasses.fields(target)}
+    if name not in names:
+        raise UsageError(f"unknown config key {key!r}{where}; known: {', '.join(sorted(names))}")
+    current = getattr(target, name)
+    if dataclasses.is_dataclass(current):
+        raise UsageError(f"config key {key!r}{where} is a table; set its fields ({key}.epochs)")
+    setattr(target, name, _coerce(value, current, key))
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the TOML or JSON file at ``path``, then ``overrides`` (dotted keys)."""
+    config = TrainConfig()
+    if path:
+        path = Path(path)
+        try:
+            text = path.read_text()
+            values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: cannot read config ({exc})") from None
+        apply_overrides(config, values, str(path))
+    apply_overrides(config, {k: v for k, v in overrides.items() if v is not None})
+    return config

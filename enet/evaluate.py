@@ -1,0 +1,241 @@
+"""``enet eval``: the seed's protocol on one checkpoint or on every checkpoint of a run.
+
+Seed protocol (SPEC 5): inputs resized to the training size, labels by nearest with void as
+its own class, argmax over all outputs, erfnet's iouEval (absent class = 0), mIoU over the
+non-void classes, mean_loss = plain mean of the per-batch weighted CEs with the stage's
+weights. Results go to ``<checkpoint>.metric.txt`` (the seed's format) and ``.metric.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .data.classes import ClassSet
+from .data.dataset import PreparedDataset, open_dataset
+from .engine import evaluate_model, init_runtime, stage_weights
+from .errors import UsageError
+from .fileio import atomic_write
+from .metrics import write_seed_metrics
+from .transforms import eval_transform
+from .visualize import colorize, legend, overlay, plot_confusion
+
+__all__ = ["evaluate_checkpoint", "evaluate_cityscapes", "evaluate_path", "metric_path"]
+
+
+def metric_path(checkpoint: Path) -> Path:
+    """``X.pt`` -> ``X.metric.txt`` (the seed writes ``<ckpt>.metric.txt``)."""
+    return checkpoint.with_suffix(".metric.txt")
+
+
+def _weights(dataset, encoder_only: bool, classes: ClassSet) -> torch.Tensor:
+    manifest = dataset.manifest if isinstance(dataset, PreparedDataset) else {}
+    if not manifest.get("weights") and classes.name == "cityscapes":
+        from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
+
+        table = SEED_ENCODER_WEIGHTS if encoder_only else SEED_DECODER_WEIGHTS
+        manifest = {"weights": {"seed_encoder" if encoder_only else "seed_decoder": list(table)}}
+    choice = "auto" if manifest.get("weights") else "uniform"
+    return stage_weights(manifest, choice, 1 if encoder_only else 3, classes)
+
+
+def _save_pictures(model, dataset, classes: ClassSet, folder: Path, count: int, device) -> None:
+    """Colourised prediction, ground truth and overlay for the first ``count`` samples."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(min(count, len(dataset))):
+        image, label = dataset[i]
+        with torch.inference_mode():
+            pred = model(image[None].to(device).float().div(255)).argmax(1)[0].cpu().numpy()
+        rgb = image.permute(1, 2, 0).numpy()
+        pred_rgb = colorize(pred, classes.palette)
+        if pred.shape != rgb.shape[:2]:  # encoder checkpoints predict at 1/8
+            pred_rgb = np.asarray(Image.fromarray(pred_rgb).resize(rgb.shape[1::-1], Image.NEAREST))
+        truth = colorize(label.numpy(), classes.palette)
+        if truth.shape[:2] != rgb.shape[:2]:
+            truth = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1], Image.NEAREST))
+        sheet = np.concatenate([rgb, overlay(rgb, pred_rgb), pred_rgb, truth], axis=1)
+        sheet = np.concatenate([sheet, legend(classes.names, classes.palette, sheet.shape[1])])
+        key = dataset.keys[i]
+        atomic_write(
+            folder / f"{key}_sheet.png", lambda f, s=sheet: Image.fromarray(s).save(f, "PNG")
+        )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    split: str = "val",
+    batch_size: int = 6,
+    device: str = "auto",
+    workers: int = 2,
+    save_images: int = 0,
+) -> dict:
+    """Evaluate one enet checkpoint; writes ``<checkpoint>.metric.txt`` / ``.metric.json``."""
+    checkpoint = Path(checkpoint)
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint)
+    classes: ClassSet = model.classes
+    size = tuple(ckpt.get("config", {}).get("size", ()) or ())
+    dataset = open_dataset(data, split)
+    if not size:
+        size = getattr(dataset, "size", None) or (1024, 512)
+    if dataset.classes.num_classes != classes.num_classes:
+        raise UsageError(
+            f"{checkpoint}: the model has {classes.num_classes} classes ({classes.name}) but "
+            f"{data} has {dataset.classes.num_classes} ({dataset.classes.name})"
+        )
+    dataset.transform = eval_transform(size, model.encoder_only)
+    rt = init_runtime(device)
+    model.to(rt.device)
+    loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers)
+    result = evaluate_model(model, loader, _weights(dataset, model.encoder_only, classes), classes,
+                            rt.device)  # fmt: skip
+    names = [n for i, n in enumerate(classes.names) if i != classes.void]
+    text, json_path = write_seed_metrics(
+        metric_path(checkpoint), str(checkpoint), np.array(result["iou_class"]),
+        result["mean_loss"], names,
+    )  # fmt: skip
+    heatmap = checkpoint.with_suffix(".confusion.png")
+    plot_confusion(result["confusion"].numpy(), classes.names, heatmap, f"{checkpoint.name}")
+    if save_images:
+        folder = checkpoint.parent / f"{checkpoint.stem}_predictions"
+        _save_pictures(model, dataset, classes, folder, save_images, rt.device)
+    result.update(metric_file=str(text), json_file=str(json_path), class_names=names,
+                  confusion_png=str(heatmap))  # fmt: skip
+    return result
+
+
+def _checkpoints_in(run: Path) -> list[Path]:
+    found = []
+    for folder in (run, run / "checkpoints"):
+        found += [p for p in sorted(folder.glob("*.pt")) if p.name != "last.pt"]
+    return found
+
+
+def evaluate_path(path: str | Path, data: str | Path, **kwargs) -> list[dict]:
+    """One checkpoint, or every checkpoint of a run folder without a metrics file yet.
+
+    Under torchrun the run's checkpoints are split across ranks.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [evaluate_checkpoint(path, data, **kwargs)]
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such checkpoint or run folder")
+    todo = [p for p in _checkpoints_in(path) if not metric_path(p).exists()]
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    results = []
+    for ckpt in todo[rank::world]:
+        results.append(evaluate_checkpoint(ckpt, data, **kwargs))
+        print(f"{ckpt}: mean_iou {results[-1]['mean_iou']:.4f} -> {metric_path(ckpt)}")
+    if not todo:
+        print(f"{path}: every checkpoint already has a metrics file")
+    return results
+
+
+# --- the official Cityscapes protocol --------------------------------------------------------
+
+
+def _class_to_label_id(classes: ClassSet) -> np.ndarray:
+    """Output channel -> Cityscapes label id, by class name (void/unlabeled -> 0)."""
+    from .data.cityscapes import LABELS
+
+    by_name = {lb.name: lb.id for lb in LABELS if lb.id >= 0}
+    lut = np.zeros(256, dtype=np.uint8)
+    for i, name in enumerate(classes.names):
+        if i != classes.void and name not in by_name:
+            raise UsageError(f"class {name!r} is not a Cityscapes label; --protocol cityscapes "
+                             "needs a model trained on Cityscapes classes")  # fmt: skip
+        lut[i] = by_name.get(name, 0) if i != classes.void else 0
+    return lut
+
+
+def _ground_truth(root: Path, split: str) -> list[Path]:
+    files = sorted((Path(root) / "gtFine" / split).glob("*/*_gtFine_labelIds.png"))
+    if not files:
+        raise UsageError(f"{root}: no gtFine/{split}/<city>/*_gtFine_labelIds.png found")
+    return files
+
+
+def _key(name: str) -> str:
+    return "_".join(name.split("_")[:3])
+
+
+def _add_to(evaluator, pred_ids: np.ndarray, gt_file: Path) -> None:
+    gt = np.asarray(Image.open(gt_file))
+    inst_file = Path(str(gt_file).replace("_labelIds.png", "_instanceIds.png"))
+    inst = np.asarray(Image.open(inst_file)) if inst_file.is_file() else None
+    if pred_ids.shape != gt.shape:
+        raise UsageError(f"prediction for {gt_file.name} is {pred_ids.shape[::-1]}, "
+                         f"ground truth {gt.shape[::-1]}")  # fmt: skip
+    evaluator.add(pred_ids, gt, inst)
+
+
+def evaluate_cityscapes(
+    root: str | Path,
+    split: str = "val",
+    predictions: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    save_predictions: str | Path | None = None,
+    device: str = "auto",
+) -> dict:
+    """Official protocol on a Cityscapes tree, from ready-made labelId PNGs (``predictions``,
+    matched as the benchmark does: ``<city>_<seq>_<frame>*.png`` anywhere below the folder) or
+    from a model (``checkpoint``: logits upsampled bilinearly to full resolution, argmax,
+    channel -> label id; ``save_predictions`` writes them in the submission naming)."""
+    from .cityscapes_eval import CityscapesEvaluator
+
+    gts = _ground_truth(Path(root), split)
+    evaluator = CityscapesEvaluator()
+    if predictions is not None:
+        found: dict[str, list[Path]] = {}
+        for p in Path(predictions).rglob("*.png"):
+            found.setdefault(_key(p.name), []).append(p)
+        keys = [_key(g.name) for g in gts]
+        missing = [k for k in keys if k not in found]
+        double = [k for k in keys if len(found.get(k, [])) > 1]
+        if missing or double:
+            raise UsageError(f"{predictions}: {len(missing)} ground-truth frames without a "
+                             f"prediction (e.g. {missing[:3]}), {len(double)} with several "
+                             f"(e.g. {double[:3]})")  # fmt: skip
+        for gt_file, key in zip(gts, keys, strict=True):
+            _add_to(evaluator, np.asarray(Image.open(found[key][0])), gt_file)
+        return evaluator.results()
+
+    if checkpoint is None:
+        raise UsageError("--protocol cityscapes needs a checkpoint or --predictions DIR")
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint)
+    if model.encoder_only:
+        raise UsageError(f"{checkpoint}: the official protocol needs a full ENet, not an encoder")
+    lut = _class_to_label_id(model.classes)
+    w, h = tuple(ckpt.get("config", {}).get("size", ()) or (1024, 512))
+    rt = init_runtime(device)
+    model.to(rt.device).eval()
+    out_dir = Path(save_predictions) if save_predictions else None
+    for gt_file in gts:
+        key = _key(gt_file.name)
+        city = gt_file.parent.name
+        image_file = Path(root) / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png"
+        with Image.open(image_file) as im:
+            full = im.convert("RGB")
+        x = torch.from_numpy(np.asarray(full.resize((w, h), Image.BILINEAR)).copy())
+        x = x.permute(2, 0, 1)[None].float().div(255).to(rt.device)
+        with torch.inference_mode():
+            logits = model(x)
+            logits = torch.nn.functional.interpolate(
+                logits, size=full.size[::-1], mode="bilinear", align_corners=False
+            )
+            pred = lut[logits.argmax(1)[0].cpu().numpy().astype(np.uint8)]
+        _add_to(evaluator, pred, gt_file)
+        if out_dir is not None:
+            target = out_dir / city / f"{key}_leftImg8bit.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda f, p=pred: Image.fromarray(p).save(f, "PNG"))
+    return evaluator.results()

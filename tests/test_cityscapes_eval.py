@@ -1,0 +1,93 @@
+"""The official protocol must equal cityscapesScripts' evalPixelLevelSemanticLabeling on the
+real frames, for predictions built to be perfect, shifted, noisy and missing classes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from enet.cityscapes_eval import CityscapesEvaluator
+
+from .conftest import DATA, require
+
+
+def _official(pred_files, gt_files):
+    np.in1d = np.isin  # cityscapesscripts 2.3.0 still calls np.in1d (gone in numpy 2.4)
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    args = official.args
+    args.quiet, args.JSONOutput, args.evalInstLevelScore = True, False, True
+    return official.evaluateImgLists([str(p) for p in pred_files], [str(g) for g in gt_files], args)
+
+
+def _predictions(gt: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
+    if how == "perfect":
+        return gt.copy()
+    if how == "shifted":
+        return np.roll(gt, (7, -11), axis=(0, 1))
+    if how == "noisy":
+        pred = gt.copy()
+        noise = rng.random(gt.shape) < 0.2
+        pred[noise] = rng.choice([7, 8, 11, 21, 23, 24, 26, 0], size=int(noise.sum()))
+        return pred
+    if how == "missing":  # no car, no person, no sign predicted
+        pred = gt.copy()
+        pred[np.isin(pred, [26, 24, 20])] = 7
+        return pred
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["perfect", "shifted", "noisy", "missing"])
+def test_equals_cityscapesscripts(tmp_path, how):
+    root = require(DATA / "cityscapes_sample")
+    gts = sorted(root.glob("gtFine/*/*/*_gtFine_labelIds.png"))
+    rng = np.random.default_rng(0)
+    ours = CityscapesEvaluator()
+    preds = []
+    for gt_file in gts:
+        gt = np.asarray(Image.open(gt_file))
+        inst = np.asarray(Image.open(str(gt_file).replace("labelIds", "instanceIds")))
+        pred = _predictions(gt, how, rng).astype(np.uint8)
+        path = tmp_path / gt_file.name.replace("_gtFine_labelIds", "_pred")
+        Image.fromarray(pred).save(path)
+        preds.append(path)
+        ours.add(pred, gt, inst)
+    theirs = _official(preds, gts)
+    mine = ours.results()
+
+    def same(a, b):
+        return (math.isnan(a) and math.isnan(b)) or abs(a - b) < 1e-12
+
+    for name, value in theirs["classScores"].items():
+        if name in mine["iou_class"]:
+            assert same(mine["iou_class"][name], value), name
+        else:
+            assert math.isnan(value), name
+    for name, value in theirs["classInstScores"].items():
+        assert same(mine["iiou_class"].get(name, float("nan")), value), name
+    for name, value in theirs["categoryScores"].items():
+        assert same(mine["category_iou"][name], value), name
+    for name, value in theirs["categoryInstScores"].items():
+        assert same(mine["category_iiou"].get(name, float("nan")), value), name
+    assert same(mine["mean_iou"], theirs["averageScoreClasses"])
+    assert same(mine["mean_iiou"], theirs["averageScoreInstClasses"])
+    assert same(mine["mean_category_iou"], theirs["averageScoreCategories"])
+    if how == "perfect":
+        assert mine["mean_iou"] == 1.0
+    else:
+        assert mine["mean_iou"] < 1.0
+
+
+def test_absent_classes_are_nan_not_zero():
+    ev = CityscapesEvaluator()
+    gt = np.full((4, 4), 7)
+    gt[0, 0] = 0  # an ignored pixel predicted as car: no false positive for car
+    pred = np.full((4, 4), 7)
+    pred[0, 0] = 26
+    ev.add(pred, gt)
+    res = ev.results()
+    assert res["iou_class"]["road"] == 1.0
+    assert math.isnan(res["iou_class"]["car"]) and res["mean_iou"] == 1.0

@@ -1,0 +1,178 @@
+"""Training: schedule maths, parameter groups, a loss that falls, checkpoints and resume after
+SIGKILL (bit-exact in deterministic mode), 2-process DDP equal to 1 process, config files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from enet.checkpoint import read_checkpoint
+from enet.config import TrainConfig, load_config
+from enet.data.prepare import prepare
+from enet.data.synthetic import synthesize
+from enet.engine import param_groups, poly_lr, train
+from enet.errors import UsageError
+from enet.model import ENet
+
+TINY = {"size": (64, 32), "batch_size": 4, "workers": 0, "lr": 2e-3}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    synth = synthesize(root / "synth", train=16, val=4, size=(64, 32), seed=3, progress=False)
+    prepare("cityscapes", synth, root / "prepared", size=(64, 32), progress=False)
+    return root / "prepared"
+
+
+def tiny_config(data, out, epochs=(2, 2, 2), **extra) -> TrainConfig:
+    values = {**TINY, "data": str(data), "out": str(out), **extra}
+    for n, e in enumerate(epochs, 1):
+        values[f"stage{n}.epochs"] = e
+    return load_config(None, **values)
+
+
+def test_poly_lr_matches_the_seed_table():
+    # SPEC 4.2: stage 1 5.00e-4 -> 3.03e-4, stage 2 3.00e-4 -> 5.50e-6, stage 3 -> 7.92e-6.
+    assert poly_lr(5e-4, 0, 150) == 5e-4
+    assert poly_lr(5e-4, 64, 150) == pytest.approx(3.03e-4, rel=2e-3)
+    assert poly_lr(5e-4, 65, 150) == pytest.approx(3.00e-4, rel=2e-3)
+    assert poly_lr(5e-4, 149, 150) == pytest.approx(5.50e-6, rel=2e-3)
+    assert poly_lr(5e-4, 99, 100) == pytest.approx(7.92e-6, rel=2e-3)
+
+
+def test_weight_decay_exempts_only_batchnorm():
+    model = ENet(20, encoder_only=True)
+    decayed, exempt = param_groups(model, 1e-4)
+    n_bn = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+               for p in m.parameters())  # fmt: skip
+    assert sum(p.numel() for p in exempt["params"]) == n_bn > 0
+    assert exempt["weight_decay"] == 0.0 and decayed["weight_decay"] == 1e-4
+    assert any(p is model.pred.bias for p in decayed["params"])
+    prelu = model.encoder.initial_block.out_activation.weight
+    assert any(p is prelu for p in decayed["params"])
+    total = sum(p.numel() for g in (decayed, exempt) for p in g["params"])
+    assert total == sum(p.numel() for p in model.parameters())
+
+
+def test_three_stages_train_and_chain(tiny_data, tmp_path):
+    run = train(tiny_config(tiny_data, tmp_path / "run", epochs=(3, 2, 4)), progress=False)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows][:3] == [(1, 1), (1, 2), (1, 3)]
+    assert rows[-1]["run_epoch"] == 9 and "val_miou" in rows[-1]
+    stage1 = [r["loss"] for r in rows if r["stage"] == 1]
+    stage3 = [r["loss"] for r in rows if r["stage"] == 3]
+    assert stage1[-1] < stage1[0] and stage3[-1] < stage3[0]
+    for name in ("Encoder_stage1.pt", "Encoder_stage2.pt", "ENet_stage3.pt", "curves.png",
+                 "config.json", "checkpoints/Encoder-3_4.pt", "checkpoints/Encoder_1-2_4.pt",
+                 "checkpoints/ENet-4_4.pt"):  # fmt: skip
+        assert (run / name).is_file(), name
+    s2 = read_checkpoint(run / "Encoder_stage2.pt")["state_dict"]
+    s3 = read_checkpoint(run / "checkpoints/ENet-4_4.pt")
+    assert s3["stage"] == 3 and "optimizer" in s3 and s3["model"]["encoder_only"] is False
+    # Stage 3 started from stage 2's encoder: BN running statistics carried over, then moved.
+    assert not torch.equal(s2["encoder.initial_block.batch_norm.running_mean"], torch.zeros(16))
+    assert json.loads((run / "config.json").read_text())["stage1"]["epochs"] == 3
+
+
+def _launch(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "enet", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def _run_args(data, out):
+    return ["--data", str(data), "--out", str(out), "--size", "64x32", "--batch-size", "4",
+            "--workers", "0", "--lr", "2e-3", "--epochs", "3,2,6", "--save-every", "1",
+            "--deterministic", "--no-progress"]  # fmt: skip
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    killed = tmp_path / "killed"
+    proc = _launch(_run_args(tiny_data, killed))
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill inside stage 3, a few epochs in
+        last = killed / "last.pt"
+        if last.is_file():
+            try:
+                ckpt = torch.load(last, weights_only=True)
+            except Exception:
+                ckpt = None
+            if ckpt and ckpt["stage"] == 3 and ckpt["epoch"] >= 2:
+                break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "ENet_stage3.pt").exists(), "the run finished before it was killed"
+    resumed = subprocess.run([sys.executable, "-m", "enet", "train", "--resume", str(killed),
+                              "--no-progress"], capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    straight = tmp_path / "straight"
+    assert _launch(_run_args(tiny_data, straight)).wait() == 0
+    a = read_checkpoint(killed / "ENet_stage3.pt")["state_dict"]
+    b = read_checkpoint(straight / "ENet_stage3.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows_a = (killed / "log.jsonl").read_text().splitlines()
+    rows_b = (straight / "log.jsonl").read_text().splitlines()
+    losses = [[json.loads(r)["loss"] for r in rows] for rows in (rows_a, rows_b)]
+    assert losses[0] == losses[1]
+
+
+def test_two_processes_equal_one_on_the_same_global_batch(tiny_data, tmp_path):
+    common = ["--data", str(tiny_data), "--size", "64x32", "--workers", "0", "--lr", "1e-3",
+              "--epochs", "2,1,1", "--stage", "1", "--no-progress", "--deterministic",
+              "--set", "freeze_bn=true", "--set", "dropout=0,0"]  # fmt: skip
+    env = {"OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "enet", "train", *common, "--batch-size", "4",
+                          "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env={**os.environ, **env})  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "enet", "train", *common,
+                          "--batch-size", "2", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env={**os.environ, **env})  # fmt: skip
+    assert two.returncode == 0, two.stdout + two.stderr
+    a = read_checkpoint(tmp_path / "one" / "Encoder_stage1.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "two" / "Encoder_stage1.pt")["state_dict"]
+    start = ENet(20, encoder_only=True).state_dict()
+    moved = 0
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
+        moved += not torch.equal(a[key], start[key]) if a[key].is_floating_point() else 0
+    assert moved > 100  # the weights really trained
+
+
+def test_config_file_and_unknown_keys(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('lr = 1e-3\nsize = [512, 256]\n[stage3]\nepochs = 7\nweights = "enet"\n')
+    cfg = load_config(toml, batch_size=3)
+    assert (cfg.lr, cfg.size, cfg.stage3.epochs, cfg.stage3.weights, cfg.batch_size) == (
+        1e-3, (512, 256), 7, "enet", 3)  # fmt: skip
+    assert cfg.stage1.epochs == 65 and cfg.stage2.curve_start == 65  # seed defaults kept
+    toml.write_text("learning_rate = 1\n")
+    with pytest.raises(UsageError, match="unknown config key 'learning_rate'"):
+        load_config(toml)
+    with pytest.raises(UsageError, match=r"stage3\.epochz"):
+        load_config(None, **{"stage3.epochz": 3})
+
+
+def test_stage3_alone_needs_stage2_weights(tiny_data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "enet", "train", "--data", str(tiny_data), "--out",
+         str(tmp_path / "r"), "--stage", "3", "--workers", "0", "--no-progress"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"enet: error: stage 3 starts from {tmp_path / 'r' / 'Encoder_stage2.pt'}, which does "
+        "not exist; run the earlier stage first or give init = CHECKPOINT"
+    ]
