@@ -27,6 +27,7 @@ def erfnet_loop(preds: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     tp = torch.zeros(C - 1, dtype=torch.float64)
     fp, fn = tp.clone(), tp.clone()
     for pred, label in zip(preds, labels, strict=True):
+        pred, label = pred.long(), label.long()
         valid = label != VOID
         for c in range(C - 1):
             p, g = pred == c, label == c
@@ -39,7 +40,7 @@ def erfnet_loop(preds: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
 def ours(preds: torch.Tensor, labels: torch.Tensor, device: str) -> np.ndarray:
     cm = ConfusionMatrix(C, VOID, device)
     for i in range(0, len(preds), 6):  # batches of 6, as the seed evaluates
-        cm.update(preds[i : i + 6].to(device), labels[i : i + 6].to(device))
+        cm.update(preds[i : i + 6].to(device).long(), labels[i : i + 6].to(device).long())
     return cm.iou()
 
 
@@ -49,8 +50,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, C, (args.pairs, 512, 1024), generator=g, dtype=torch.uint8).long()
-    preds = torch.randint(0, C, (args.pairs, 512, 1024), generator=g, dtype=torch.uint8).long()
+    labels = torch.randint(0, C, (args.pairs, 512, 1024), generator=g, dtype=torch.uint8)
+    preds = torch.randint(0, C, (args.pairs, 512, 1024), generator=g, dtype=torch.uint8)
     start = time.perf_counter()
     a = ours(preds, labels, args.device)
     t_ours = time.perf_counter() - start

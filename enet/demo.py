@@ -3,9 +3,11 @@
 synthetic Cityscapes-layout scenes -> prepare -> the seed's three training stages on a short
 schedule at reduced size -> seed-protocol evaluation with pictures -> summary. The schedule
 keeps the seed's structure (encoder twice, then the full net; poly LR; weighted CE) but is
-shortened and runs at a higher peak LR; it uses channel-wise dropout because element-wise
-random masks dominate a CPU step (see bench/train_step.py). The demo checks its own result:
-mIoU over the 19 classes on the synthetic val split must reach ``TARGET_MIOU``.
+shortened, runs at 256x128 with batch 4 and a higher peak LR, weights classes by ENet's
+1/ln(1.02 + p) from the synthetic histogram, and uses channel-wise dropout because
+element-wise random masks dominate a CPU step (see bench/train_step.py). The demo reports
+whether mIoU over the 19 classes on the synthetic val split reaches ``TARGET_MIOU``
+(``check=True`` makes a miss an error; the slow test does that).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class DemoCheckFailed(EnetError):
     pass
 
 
-def run_demo(out: Path, settings: dict | None = None, check: bool = True) -> dict:
+def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> dict:
     s = {**DEMO_SETTINGS, **(settings or {})}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,11 @@ __all__ = ["ConfusionMatrix", "iou_from_confusion", "write_seed_metrics"]
 
 
 class ConfusionMatrix:
-    """``C x C`` int64 counts (rows: ground truth, columns: prediction), void rows skipped.
+    """``C x C`` int64 counts (rows: ground truth, columns: prediction).
 
-    Kept on the predictions' device and updated with one ``bincount`` per batch.
+    Kept on the predictions' device and updated with one ``bincount`` per batch over all
+    pixels; the void row is counted like any other and left out when scoring, which avoids
+    compacting the batch through a mask (the slow part of a masked update).
     """
 
     def __init__(self, num_classes: int, void: int | None, device: str | torch.device = "cpu"):
@@ -33,14 +35,14 @@ class ConfusionMatrix:
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        """``pred`` and ``target``: integer class maps of the same shape."""
-        pred, target = pred.reshape(-1), target.reshape(-1).to(pred.device)
-        keep = (target >= 0) & (target < self.num_classes)
-        if self.void is not None:
-            keep &= target != self.void
-        index = target[keep] * self.num_classes + pred[keep]
-        counts = torch.bincount(index, minlength=self.num_classes**2)
-        self.mat += counts.reshape(self.num_classes, self.num_classes).to(self.mat.device)
+        """``pred`` and ``target``: integer class maps of the same shape, values < C."""
+        n = self.num_classes
+        target = target.to(pred.device)
+        index = target.reshape(-1).to(torch.int32) * n + pred.reshape(-1).to(torch.int32)
+        counts = torch.bincount(index, minlength=n * n)
+        if counts.numel() > n * n:
+            raise ValueError(f"class indices must lie in 0..{n - 1}")
+        self.mat += counts.reshape(n, n).to(self.mat.device)
 
     def all_reduce(self) -> None:
         if dist.is_available() and dist.is_initialized():
@@ -51,12 +53,16 @@ class ConfusionMatrix:
 
 
 def iou_from_confusion(mat: np.ndarray, void: int | None) -> np.ndarray:
-    """Per-class IoU for every non-void class, in class order (void removed)."""
+    """Per-class IoU for every non-void class, in class order (void removed).
+
+    Ground-truth void pixels never count: their row is dropped before FP is summed.
+    """
     mat = np.asarray(mat, dtype=np.float64)
     classes = [c for c in range(mat.shape[0]) if c != void]
-    tp = np.diag(mat)[classes]
-    fn = mat.sum(1)[classes] - tp
-    fp = mat.sum(0)[classes] - tp  # void rows were never counted
+    scored = mat[classes]  # rows with a scored ground truth
+    tp = scored[np.arange(len(classes)), classes]
+    fn = scored.sum(1) - tp
+    fp = scored[:, classes].sum(0) - tp
     return tp / (tp + fp + fn + 1e-15)
 
 

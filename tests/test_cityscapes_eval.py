@@ -91,3 +91,39 @@ def test_absent_classes_are_nan_not_zero():
     res = ev.results()
     assert res["iou_class"]["road"] == 1.0
     assert math.isnan(res["iou_class"]["car"]) and res["mean_iou"] == 1.0
+
+
+def test_model_predictions_round_trip_through_the_submission_folder(tmp_path):
+    """A checkpoint scored directly equals its saved submission PNGs scored as a folder."""
+    from enet.convert import convert_checkpoint
+    from enet.evaluate import evaluate_cityscapes
+
+    from .conftest import MINDSPORE
+
+    ckpt = tmp_path / "seed.pt"
+    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), ckpt, "mindspore")
+    root = require(DATA / "cityscapes_tiny")
+    direct = evaluate_cityscapes(root, "val", checkpoint=ckpt, save_predictions=tmp_path / "sub")
+    saved = sorted((tmp_path / "sub").rglob("*.png"))
+    assert [p.name for p in saved] == ["frankfurt_000000_000294_leftImg8bit.png"]
+    pred = np.asarray(Image.open(saved[0]))
+    assert pred.shape == (128, 256) and set(np.unique(pred)) <= {0, *range(7, 34)}
+    scored = evaluate_cityscapes(root, "val", predictions=tmp_path / "sub")
+    assert json_equal(direct, scored)
+
+    from enet.cli import main
+
+    out = tmp_path / "official.json"
+    args = ["eval", "--protocol", "cityscapes", "--predictions", str(tmp_path / "sub"),
+            "--data", str(root), "--split", "val", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    written = __import__("json").loads(out.read_text())
+    assert {"mean_iou", "iou_class", "category_iou", "mean_iiou"} <= written.keys()
+    assert written["mean_iou"] == pytest.approx(direct["mean_iou"])
+    assert written["iou_class"]["road"] == pytest.approx(direct["iou_class"]["road"])
+
+
+def json_equal(a: dict, b: dict) -> bool:
+    import json
+
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

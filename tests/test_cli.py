@@ -60,5 +60,5 @@ def test_demo_reaches_its_target(tmp_path):
     """The README's first command, as is: at least 0.60 mIoU on the synthetic val split."""
     from enet.demo import TARGET_MIOU, run_demo
 
-    summary = run_demo(tmp_path)
+    summary = run_demo(tmp_path, check=True)
     assert summary["mean_iou"] >= TARGET_MIOU and summary["seconds"] < 600

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,22 @@ def test_three_stages_train_and_chain(tiny_data, tmp_path):
     # Stage 3 started from stage 2's encoder: BN running statistics carried over, then moved.
     assert not torch.equal(s2["encoder.initial_block.batch_norm.running_mean"], torch.zeros(16))
     assert json.loads((run / "config.json").read_text())["stage1"]["epochs"] == 3
+
+    # enet eval over the run: every checkpoint gets a metrics file; the final model's mIoU
+    # is the one validation logged (same protocol), encoder checkpoints are scored at 1/8.
+    from enet.evaluate import evaluate_path, metric_path
+
+    results = evaluate_path(run, tiny_data, workers=0)
+    names = {Path(r["metric_file"]).name for r in results}
+    assert {
+        "ENet_stage3.metric.txt",
+        "Encoder_stage1.metric.txt",
+        "Encoder-3_4.metric.txt",
+    } <= names
+    final = next(r for r in results if r["metric_file"].endswith("ENet_stage3.metric.txt"))
+    assert final["mean_iou"] == pytest.approx(rows[-1]["val_miou"], abs=1e-12)
+    assert all(metric_path(p).exists() for p in (run / "checkpoints").glob("*.pt"))
+    assert evaluate_path(run, tiny_data, workers=0) == []  # nothing left to do
 
 
 def _launch(args, env=None):

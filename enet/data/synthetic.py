@@ -306,7 +306,7 @@ def _pole(cv: Canvas, x: float, z: float, kind: str) -> None:
 
 def _vehicle(cv: Canvas, x: float, z: float, kind: str) -> None:
     """Rear view of a vehicle on the road (the tram gets a side face as well)."""
-    rng = cv.rng
+    rng, cam = cv.rng, cv.cam
     dims = {"car": (1.8, 1.5), "truck": (2.5, 3.4), "bus": (2.55, 3.1), "train": (2.6, 3.6)}
     w, h = dims[kind]
     w *= rng.uniform(0.9, 1.1)
@@ -339,10 +339,18 @@ def _vehicle(cv: Canvas, x: float, z: float, kind: str) -> None:
         for i in range(1, 4):
             xs = x0 + i * w / 4
             cv.quad(xs - 0.03, xs + 0.03, 0.6, h - 0.1, z, z, _jitter(rng, body, 40), None)
-    else:  # bus and tram front/rear: big window band
+    elif kind == "bus":  # rear: engine grille low, a destination band, a narrow window
         cv.quad(x0, x1, 0.3, h, z, z, body, label)
-        cv.quad(x0 + 0.15, x1 - 0.15, 1.5, h - 0.3, z, z, _jitter(rng, (40, 55, 65), 10), None)
-        cv.quad(x0 + 0.2, x1 - 0.2, 0.6, 0.8, z, z, (220, 210, 150), None)
+        cv.quad(x0 + 0.15, x1 - 0.15, 2.0, h - 0.5, z, z, _jitter(rng, (40, 55, 65), 10), None)
+        cv.quad(x0 + 0.3, x1 - 0.3, h - 0.45, h - 0.15, z, z, (250, 160, 30), None)
+        cv.quad(x0 + 0.2, x1 - 0.2, 0.5, 1.0, z, z, (50, 50, 50), None)
+    else:  # tram front: a rounded cab with a tall windscreen and two lamps
+        cx, cy = cam.p(x, h - 0.6, z)
+        cv.ellipse(cx, cy, cam.f * w / 2 / z, cam.f * 0.9 / z, body, label)
+        cv.quad(x0, x1, 0.3, h - 0.6, z, z, body, label)
+        cv.quad(x0 + 0.25, x1 - 0.25, 1.2, h - 0.4, z, z, _jitter(rng, (60, 80, 95), 10), None)
+        for lx in (x0 + 0.3, x1 - 0.5):
+            cv.quad(lx, lx + 0.2, 0.6, 0.8, z, z, (255, 250, 210), None)
     for wx in (x0 + 0.15, x1 - 0.55):  # wheels belong to the vehicle
         if kind != "train":
             cv.quad(wx, wx + 0.4, 0.0, 0.35, z, z, (20, 20, 20), label)
@@ -381,17 +389,24 @@ def _two_wheeler(cv: Canvas, x: float, z: float, motor: bool, ridden: bool) -> N
     (ax, ay), (bx, _) = cam.p(x - length / 2, r, z), cam.p(x + length / 2, r, z)
     rr = cam.f * r / z
     thick = max(1.0, cam.f * (0.16 if motor else 0.12) / z)
-    for cx in (ax, bx):  # a wheel is labelled as a whole disc; its image shows tyre and spokes
+    for cx in (ax, bx):  # a wheel is labelled as a whole disc
         box = [cx - rr, ay - rr, cx + rr, ay + rr]
-        cv._img.ellipse(box, fill=_jitter(rng, (150, 150, 150), 30), outline=(25, 25, 25),
-                        width=round(thick))  # fmt: skip
+        if motor:  # fat black tyre round a metal hub
+            cv._img.ellipse(box, fill=(20, 20, 20))
+            cv.ellipse(cx, ay, rr * 0.45, rr * 0.45, _jitter(rng, (170, 170, 175), 20), None)
+        else:  # thin tyre; the background shows between the spokes
+            cv._img.ellipse(box, outline=(25, 25, 25), width=round(thick))
+            for a in np.linspace(0, np.pi, 4, endpoint=False):
+                dx, dy = rr * np.cos(a), rr * np.sin(a)
+                cv.line([(cx - dx, ay - dy), (cx + dx, ay + dy)], (90, 90, 90), 1, None)
         cv._lbl.ellipse(box, fill=label)
-        cv.line([(cx - rr, ay), (cx + rr, ay)], (60, 60, 60), 1, None)
-        cv.line([(cx, ay - rr), (cx, ay + rr)], (60, 60, 60), 1, None)
     top = cam.p(x, r * 2.2, z)
     cv.line([(ax, ay), top, (bx, ay), (ax, ay)], frame, thick, label)
-    if motor:
-        cv.quad(x - 0.5, x + 0.4, r, r * 2.6, z, z, frame, label)
+    if motor:  # engine, tank and fairing: a solid coloured body between the wheels
+        body = _jitter(rng, [(200, 30, 30), (20, 20, 20), (230, 140, 20), (40, 60, 160)][
+            rng.integers(4)], 15)  # fmt: skip
+        cv.quad(x - 0.6, x + 0.5, r * 0.6, r * 2.6, z, z, body, label)
+        cv.quad(x - 0.2, x + 0.2, r * 0.7, r * 1.5, z, z, (90, 90, 95), None)
     if ridden:
         _person(cv, x - 0.1, z - 0.05, RIDER, y0=r * (2.6 if motor else 2.2))
 
