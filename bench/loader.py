@@ -49,9 +49,13 @@ def loader_rate(root: Path, n: int, workers: int, batch: int = 6) -> float:
     ds = PreparedDataset(root, "train", train_transform((1024, 512), stage=3, source_scale=0.5))
     sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=n + 2 * batch)
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch, sampler=sampler, num_workers=workers, persistent_workers=True,
+        ds,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=True,
         prefetch_factor=4,
-    )  # fmt: skip
+    )
     it = iter(loader)
     next(it)  # workers started and warm
     start, seen = time.perf_counter(), 0

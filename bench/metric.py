@@ -59,12 +59,19 @@ def main() -> None:
     b = erfnet_loop(preds, labels)
     t_loop = time.perf_counter() - start
     assert np.allclose(a, b, rtol=0, atol=1e-12), "the two formulations disagree"
-    print(json.dumps({
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"device {args.device}",
-        "pairs": args.pairs, "bincount_s": round(t_ours, 2), "per_class_loop_s": round(t_loop, 2),
-        "speedup": round(t_loop / t_ours, 1),
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                f"device {args.device}",
+                "pairs": args.pairs,
+                "bincount_s": round(t_ours, 2),
+                "per_class_loop_s": round(t_loop, 2),
+                "speedup": round(t_loop / t_ours, 1),
+            },
+            indent=1,
+        )
+    )
     print(f"bincount {t_ours:.2f} s vs per-class loop {t_loop:.2f} s: {t_loop / t_ours:.1f}x")
 
 

@@ -24,9 +24,17 @@ from enet.losses import SEED_DECODER_WEIGHTS, weighted_cross_entropy
 from enet.model import ENet
 
 
-def step_time(variant: str, batch: int, size: tuple[int, int], repeats: int, *,
-              channels_last: bool = False, compile: bool = False, amp: str = "off",
-              dropout_kind: str = "auto") -> float:  # fmt: skip
+def step_time(
+    variant: str,
+    batch: int,
+    size: tuple[int, int],
+    repeats: int,
+    *,
+    channels_last: bool = False,
+    compile: bool = False,
+    amp: str = "off",
+    dropout_kind: str = "auto",
+) -> float:
     torch.manual_seed(0)
     model = ENet(20, variant, dropout_kind=dropout_kind).train()
     if channels_last:
@@ -83,14 +91,20 @@ def main() -> None:
         print(f"{name:40s} {results[name]:8.1f} ms/step", flush=True)
     base = results["baseline: pytorch-enet eager fp32 NCHW"]
     best = min((v, k) for k, v in results.items() if not k.startswith("baseline"))
-    print(json.dumps({
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "batch": args.batch, "size": args.size,
-        "ms_per_step": {k: round(v, 1) for k, v in results.items()},
-        "speedup_vs_baseline": {k: round(base / v, 2) for k, v in results.items()},
-        "fastest": best[1],
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "batch": args.batch,
+                "size": args.size,
+                "ms_per_step": {k: round(v, 1) for k, v in results.items()},
+                "speedup_vs_baseline": {k: round(base / v, 2) for k, v in results.items()},
+                "fastest": best[1],
+            },
+            indent=1,
+        )
+    )
     print(f"fastest: {best[1]}: {base / best[0]:.2f}x the baseline")
 
 

@@ -57,8 +57,11 @@ class CityscapesEvaluator:
     def __init__(self) -> None:
         self.confusion = np.zeros((_N, _N), dtype=np.int64)
         stats = ("tp", "fn", "tp_weighted", "fn_weighted")
-        self.instances = {lb.name: dict.fromkeys(stats, 0.0) for lb in _IDS
-                          if lb.has_instances and not lb.ignore_in_eval}  # fmt: skip
+        self.instances = {
+            lb.name: dict.fromkeys(stats, 0.0)
+            for lb in _IDS
+            if lb.has_instances and not lb.ignore_in_eval
+        }
         self.category_instances = {c: dict.fromkeys(stats, 0.0) for c in _INSTANCE_CATEGORIES}
 
     def add(
@@ -137,8 +140,11 @@ class CityscapesEvaluator:
     def results(self) -> dict:
         """Scores as fractions; NaN where the benchmark has no score (JSON: null)."""
         iou = {_BY_ID[i].name: self.class_iou(i) for i in _EVALUATED}
-        iiou = {_BY_ID[i].name: self.class_iiou(i) for i in _EVALUATED
-                if _BY_ID[i].name in self.instances}  # fmt: skip
+        iiou = {
+            _BY_ID[i].name: self.class_iiou(i)
+            for i in _EVALUATED
+            if _BY_ID[i].name in self.instances
+        }
         cat = {c: self.category_iou(c) for c in _CATEGORIES}
         cat_i = {c: self.category_iiou(c) for c in _INSTANCE_CATEGORIES}
         return {

@@ -134,8 +134,10 @@ def _print_official(res: dict) -> None:
     def fmt(v: float) -> str:
         return "  n/a " if v != v else f"{v:.4f}"
 
-    print(f"[cityscapes protocol] mIoU {fmt(res['mean_iou'])}, iIoU {fmt(res['mean_iiou'])}, "
-          f"category IoU {fmt(res['mean_category_iou'])}")  # fmt: skip
+    print(
+        f"[cityscapes protocol] mIoU {fmt(res['mean_iou'])}, iIoU {fmt(res['mean_iiou'])}, "
+        f"category IoU {fmt(res['mean_category_iou'])}"
+    )
     for name, v in res["iou_class"].items():
         iiou = res["iiou_class"].get(name)
         print(f"  {name:14s} {fmt(v)}" + (f"   iIoU {fmt(iiou)}" if iiou is not None else ""))
@@ -149,9 +151,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.target is None and args.predictions is None:
             raise UsageError("give a CHECKPOINT or --predictions DIR")
         res = evaluate_cityscapes(
-            args.data, args.split, args.predictions, args.target, args.save_predictions,
+            args.data,
+            args.split,
+            args.predictions,
+            args.target,
+            args.save_predictions,
             args.device,
-        )  # fmt: skip
+        )
         _print_official(res)
         if args.json:
             clean = json.loads(json.dumps(res).replace("NaN", "null"))
@@ -162,15 +168,67 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("the seed protocol needs a CHECKPOINT or RUN_DIR")
 
     results = evaluate_path(
-        args.target, args.data, split=args.split, batch_size=args.batch_size,
-        device=args.device, workers=args.workers, save_images=args.save_images,
-    )  # fmt: skip
+        args.target,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        save_images=args.save_images,
+    )
     for r in results:
-        print(f"[seed protocol] {r['metric_file']}: mean_iou {r['mean_iou']:.4f}, "
-              f"mean_loss {r['mean_loss']:.4f}")  # fmt: skip
+        print(
+            f"[seed protocol] {r['metric_file']}: mean_iou {r['mean_iou']:.4f}, "
+            f"mean_loss {r['mean_loss']:.4f}"
+        )
         width = max(len(n) for n in r["class_names"])
         for name, iou in zip(r["class_names"], r["iou_class"], strict=True):
             print(f"  {name:{width}s} {iou:.4f}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    r = export_onnx(args.checkpoint, args.out, args.size, args.dynamic_batch, args.opset)
+    print(
+        f"exported {args.checkpoint} -> {r['path']} ({r['size'][0]}x{r['size'][1]}, opset "
+        f"{r['opset']}); ONNX Runtime vs PyTorch: max |diff| {r['max_abs_diff']:.3g}, "
+        f"99.9th pct {r['p999_abs_diff']:.3g}, argmax agreement "
+        f"{r['argmax_agreement']:.4%}"
+    )
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from .infer import run_inference
+
+    report = run_inference(
+        args.model,
+        args.inputs,
+        args.out,
+        args.backend,
+        args.device,
+        args.resize,
+        args.labels,
+        args.timing,
+        not args.no_pictures,
+        not args.no_progress,
+    )
+    t = report.timing()
+    print(
+        f"{report.processed} image(s) -> {args.out}; model latency mean "
+        f"{t['latency_ms']['mean']:.1f} ms, p50 {t['latency_ms']['p50']:.1f}, p90 "
+        f"{t['latency_ms']['p90']:.1f}; {t['throughput_fps']:.2f} img/s"
+    )
+    if report.metric:
+        print(
+            f"[seed 310 protocol] mean_iou {report.metric['mean_iou']:.4f} -> "
+            f"{Path(args.out) / 'metric.txt'}"
+        )
+    if report.failed:
+        print(f"enet: {len(report.failed)} input(s) could not be read", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -241,14 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", action="append", help="split to prepare (repeatable; default: all labelled)"
     )
     p.add_argument(
-        "--size", type=_size, default=None,
+        "--size",
+        type=_size,
+        default=None,
         help="stored WxH (default: Cityscapes 1024x512, CamVid as is)",
-    )  # fmt: skip
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument(
-        "--skip-bad", action="store_true",
+        "--skip-bad",
+        action="store_true",
         help="skip unpaired, unreadable or wrongly sized files with a warning instead of failing",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--enet-c", type=float, default=1.02, help="c in ENet's 1/ln(c + p) weights (default 1.02)"
     )
@@ -287,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--init", type=Path, help="enet checkpoint to start from")
     p.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
         help="any config value, e.g. --set stage3.weights=enet --set dropout=0,0 (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
@@ -305,24 +368,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=Path, nargs="?", metavar="CHECKPOINT|RUN_DIR")
     p.add_argument("--data", type=Path, required=True, help="a prepared set or dataset root")
     p.add_argument(
-        "--protocol", choices=["seed", "cityscapes"], default="seed",
+        "--protocol",
+        choices=["seed", "cityscapes"],
+        default="seed",
         help="seed (default; 512x1024, void as a class, absent class = 0) or cityscapes (the "
         "official benchmark at full resolution against gtFine labelIds; --data is the "
         "Cityscapes root)",
-    )  # fmt: skip
+    )
     p.add_argument("--predictions", type=Path, help="cityscapes protocol: labelId PNGs to score")
-    p.add_argument("--save-predictions", type=Path, help="cityscapes protocol: write labelId "
-                   "PNGs in the benchmark's submission naming")  # fmt: skip
+    p.add_argument(
+        "--save-predictions",
+        type=Path,
+        help="cityscapes protocol: write labelId PNGs in the benchmark's submission naming",
+    )
     p.add_argument("--json", type=Path, help="cityscapes protocol: write the scores as JSON")
     p.add_argument("--split", default="val")
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
-        "--save-images", type=int, default=0, metavar="N",
+        "--save-images",
+        type=int,
+        default=0,
+        metavar="N",
         help="write image | overlay | prediction | ground-truth sheets for the first N samples",
-    )  # fmt: skip
+    )
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (either variant), checked against PyTorch",
+        description="Eval graph, input 'input' N x 3 x H x W (RGB/255), output 'logits'; "
+        "classes, palette, input size and provenance stored as metadata. ONNX Runtime must "
+        "reproduce PyTorch's logits or nothing is written. Needs the onnx extra.",
+    )
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--size", type=_size, help="WxH (default: the training size, else 1024x512)")
+    p.add_argument("--dynamic-batch", action="store_true", help="batch size chosen at run time")
+    p.add_argument("--opset", type=int, default=18)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "infer",
+        help="segment images or folders with an ONNX model or a checkpoint",
+        description="Writes <stem>_pred.png (class per pixel), _color.png and _overlay.png "
+        "per image and timing.json (model latency mean/p50/p90, throughput). Any size: padded "
+        "to a multiple of 8, or resized with --resize (always for fixed-size ONNX models). "
+        "--labels DIR adds the seed's 310-inference metric.txt. Unreadable files are reported "
+        "and skipped; the exit code is 1 if any were.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="images or folders")
+    p.add_argument("--model", type=Path, required=True, help=".onnx file or enet checkpoint")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resize", type=_size, help="run the model at WxH (e.g. 1024x512)")
+    p.add_argument("--labels", type=Path, help="gtFine folder: compute the seed's metric.txt")
+    p.add_argument("--timing", type=Path, help="timing JSON path (default OUT/timing.json)")
+    p.add_argument("--no-pictures", action="store_true", help="only the _pred.png files")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_infer)
 
     p = sub.add_parser(
         "demo",

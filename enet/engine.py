@@ -226,11 +226,18 @@ def train_one_epoch(
         losses.append(loss.item())
         seen += x.shape[0] * rt.world
         rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                        img_s=f"{rate:.1f}")  # fmt: skip
+        bar.set_postfix(
+            loss=f"{losses[-1]:.4f}",
+            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+            img_s=f"{rate:.1f}",
+        )
     elapsed = time.perf_counter() - start
-    return {"loss": float(np.mean(losses)), "img_s": seen / elapsed, "seconds": elapsed,
-            "steps": len(losses)}  # fmt: skip
+    return {
+        "loss": float(np.mean(losses)),
+        "img_s": seen / elapsed,
+        "seconds": elapsed,
+        "steps": len(losses),
+    }
 
 
 @torch.inference_mode()
@@ -256,8 +263,12 @@ def evaluate_model(
         losses.append(weighted_cross_entropy(logits, y, weight.to(device)).item())
         cm.update(logits.argmax(1), y)
     iou = cm.iou()
-    return {"mean_iou": float(iou.mean()), "iou_class": iou.tolist(),
-            "mean_loss": float(np.mean(losses)), "confusion": cm.mat.cpu()}  # fmt: skip
+    return {
+        "mean_iou": float(iou.mean()),
+        "iou_class": iou.tolist(),
+        "mean_loss": float(np.mean(losses)),
+        "confusion": cm.mat.cpu(),
+    }
 
 
 # --- one stage -----------------------------------------------------------------------------
@@ -313,8 +324,11 @@ def _make_loaders(cfg: TrainConfig, stage: int, rt: Runtime, val: bool):
         )
     base = DistributedSampler(train_ds, rt.world, rt.rank, shuffle=True, seed=cfg.seed + stage)
     sampler = SeededSampler(base, cfg.seed, stage, cfg.repeat)
-    common = {"num_workers": cfg.workers, "pin_memory": rt.device.type == "cuda",
-              "persistent_workers": cfg.workers > 0}  # fmt: skip
+    common = {
+        "num_workers": cfg.workers,
+        "pin_memory": rt.device.type == "cuda",
+        "persistent_workers": cfg.workers > 0,
+    }
     if cfg.workers > 0:
         common["prefetch_factor"] = 4
     train_loader = DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=True, **common)
@@ -400,10 +414,12 @@ def fit_stage(
             and val_loader is not None
             and (last or (cfg.val_every and done % cfg.val_every == 0))
         ):
-            val = evaluate_model(model, val_loader, weight, classes, rt.device, cfg.amp,
-                                 cfg.channels_last)  # fmt: skip
-            row.update(val_miou=val["mean_iou"], val_loss=val["mean_loss"],
-                       val_iou_class=val["iou_class"])  # fmt: skip
+            val = evaluate_model(
+                model, val_loader, weight, classes, rt.device, cfg.amp, cfg.channels_last
+            )
+            row.update(
+                val_miou=val["mean_iou"], val_loss=val["mean_loss"], val_iou_class=val["iou_class"]
+            )
         if rt.main:
             _log(run, row)
             msg = f"stage {stage} epoch {done}/{sc.epochs}: loss {stats['loss']:.4f} lr {lr:.2e} "
@@ -420,14 +436,20 @@ def fit_stage(
             best = max(best, row.get("val_miou", -1.0))
             if last or done % cfg.save_every == 0 or is_best:
                 ckpt = build_checkpoint(
-                    model, classes, {"trained_by": "enet train", "data": str(cfg.data)},
+                    model,
+                    classes,
+                    {"trained_by": "enet train", "data": str(cfg.data)},
                     optimizer=optimizer.state_dict(),
                     scaler=scaler.state_dict() if scaler is not None else None,
-                    stage=stage, epoch=done, steps_per_epoch=steps, stages=stages,
-                    config=cfg.to_dict(), best_miou=best,
+                    stage=stage,
+                    epoch=done,
+                    steps_per_epoch=steps,
+                    stages=stages,
+                    config=cfg.to_dict(),
+                    best_miou=best,
                     rng={"torch": torch.get_rng_state()},
                     metrics={k: row[k] for k in ("val_miou", "val_loss") if k in row},
-                )  # fmt: skip
+                )
                 if last or done % cfg.save_every == 0:
                     atomic_torch_save(
                         ckpt, run / "checkpoints" / _checkpoint_name(stage, done, steps)
@@ -493,8 +515,11 @@ def train(
         run.mkdir(parents=True, exist_ok=True)
         cfg.save(run / "config.json")
         if state is not None:  # drop log rows written after the checkpoint we resume from
-            keep = [r for r in _read_log(run)
-                    if (r["stage"], r["epoch"]) <= (state["stage"], state["epoch"])]  # fmt: skip
+            keep = [
+                r
+                for r in _read_log(run)
+                if (r["stage"], r["epoch"]) <= (state["stage"], state["epoch"])
+            ]
             atomic_write(
                 run / "log.jsonl",
                 lambda f: f.writelines(json.dumps(r) + "\n" for r in keep),

@@ -94,20 +94,28 @@ def evaluate_checkpoint(
     rt = init_runtime(device)
     model.to(rt.device)
     loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers)
-    result = evaluate_model(model, loader, _weights(dataset, model.encoder_only, classes), classes,
-                            rt.device)  # fmt: skip
+    result = evaluate_model(
+        model, loader, _weights(dataset, model.encoder_only, classes), classes, rt.device
+    )
     names = [n for i, n in enumerate(classes.names) if i != classes.void]
     text, json_path = write_seed_metrics(
-        metric_path(checkpoint), str(checkpoint), np.array(result["iou_class"]),
-        result["mean_loss"], names,
-    )  # fmt: skip
+        metric_path(checkpoint),
+        str(checkpoint),
+        np.array(result["iou_class"]),
+        result["mean_loss"],
+        names,
+    )
     heatmap = checkpoint.with_suffix(".confusion.png")
     plot_confusion(result["confusion"].numpy(), classes.names, heatmap, f"{checkpoint.name}")
     if save_images:
         folder = checkpoint.parent / f"{checkpoint.stem}_predictions"
         _save_pictures(model, dataset, classes, folder, save_images, rt.device)
-    result.update(metric_file=str(text), json_file=str(json_path), class_names=names,
-                  confusion_png=str(heatmap))  # fmt: skip
+    result.update(
+        metric_file=str(text),
+        json_file=str(json_path),
+        class_names=names,
+        confusion_png=str(heatmap),
+    )
     return result
 
 
@@ -150,8 +158,10 @@ def _class_to_label_id(classes: ClassSet) -> np.ndarray:
     lut = np.zeros(256, dtype=np.uint8)
     for i, name in enumerate(classes.names):
         if i != classes.void and name not in by_name:
-            raise UsageError(f"class {name!r} is not a Cityscapes label; --protocol cityscapes "
-                             "needs a model trained on Cityscapes classes")  # fmt: skip
+            raise UsageError(
+                f"class {name!r} is not a Cityscapes label; --protocol cityscapes "
+                "needs a model trained on Cityscapes classes"
+            )
         lut[i] = by_name.get(name, 0) if i != classes.void else 0
     return lut
 
@@ -172,8 +182,10 @@ def _add_to(evaluator, pred_ids: np.ndarray, gt_file: Path) -> None:
     inst_file = Path(str(gt_file).replace("_labelIds.png", "_instanceIds.png"))
     inst = np.asarray(Image.open(inst_file)) if inst_file.is_file() else None
     if pred_ids.shape != gt.shape:
-        raise UsageError(f"prediction for {gt_file.name} is {pred_ids.shape[::-1]}, "
-                         f"ground truth {gt.shape[::-1]}")  # fmt: skip
+        raise UsageError(
+            f"prediction for {gt_file.name} is {pred_ids.shape[::-1]}, "
+            f"ground truth {gt.shape[::-1]}"
+        )
     evaluator.add(pred_ids, gt, inst)
 
 
@@ -201,9 +213,11 @@ def evaluate_cityscapes(
         missing = [k for k in keys if k not in found]
         double = [k for k in keys if len(found.get(k, [])) > 1]
         if missing or double:
-            raise UsageError(f"{predictions}: {len(missing)} ground-truth frames without a "
-                             f"prediction (e.g. {missing[:3]}), {len(double)} with several "
-                             f"(e.g. {double[:3]})")  # fmt: skip
+            raise UsageError(
+                f"{predictions}: {len(missing)} ground-truth frames without a "
+                f"prediction (e.g. {missing[:3]}), {len(double)} with several "
+                f"(e.g. {double[:3]})"
+            )
         for gt_file, key in zip(gts, keys, strict=True):
             _add_to(evaluator, np.asarray(Image.open(found[key][0])), gt_file)
         return evaluator.results()

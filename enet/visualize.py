@@ -42,8 +42,12 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "training") -> 
         ax_loss.plot(x, [r["loss"] for r in part], label=f"stage {stage}")
         val = [r for r in part if r.get("val_miou") is not None]
         if val:
-            ax_iou.plot([r["run_epoch"] for r in val], [r["val_miou"] for r in val], "o-",
-                        label=f"stage {stage}")  # fmt: skip
+            ax_iou.plot(
+                [r["run_epoch"] for r in val],
+                [r["val_miou"] for r in val],
+                "o-",
+                label=f"stage {stage}",
+            )
     ax_loss.set(xlabel="epoch (whole run)", ylabel="weighted cross-entropy", title="train loss")
     ax_iou.set(xlabel="epoch (whole run)", ylabel="mIoU", title="validation mIoU", ylim=(0, 1))
     for ax in (ax_loss, ax_iou):

@@ -114,8 +114,19 @@ def test_model_predictions_round_trip_through_the_submission_folder(tmp_path):
     from enet.cli import main
 
     out = tmp_path / "official.json"
-    args = ["eval", "--protocol", "cityscapes", "--predictions", str(tmp_path / "sub"),
-            "--data", str(root), "--split", "val", "--json", str(out)]  # fmt: skip
+    args = [
+        "eval",
+        "--protocol",
+        "cityscapes",
+        "--predictions",
+        str(tmp_path / "sub"),
+        "--data",
+        str(root),
+        "--split",
+        "val",
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     written = __import__("json").loads(out.read_text())
     assert {"mean_iou", "iou_class", "category_iou", "mean_iiou"} <= written.keys()

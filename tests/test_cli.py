@@ -43,8 +43,13 @@ def test_info_on_a_missing_file_is_one_line(tmp_path, capsys):
 def test_demo_pipeline_runs_end_to_end(tmp_path):
     from enet.demo import run_demo
 
-    tiny = {"size": (64, 32), "train_images": 8, "val_images": 4, "epochs": (1, 1, 2),
-            "batch_size": 4}  # fmt: skip
+    tiny = {
+        "size": (64, 32),
+        "train_images": 8,
+        "val_images": 4,
+        "epochs": (1, 1, 2),
+        "batch_size": 4,
+    }
     summary = run_demo(tmp_path, tiny, check=False)
     metric = Path(summary["metrics"]).read_text().splitlines()
     assert metric[0].startswith("model path ") and metric[1].startswith("mean_iou ")
@@ -52,7 +57,9 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert float(metric[1].split()[1]) == pytest.approx(summary["mean_iou"])
     assert Path(summary["model"]).is_file() and Path(summary["curves"]).is_file()
     assert len(list(Path(summary["predictions"]).glob("*_sheet.png"))) == 4
-    assert json.loads((tmp_path / "summary.json").read_text())["passed"] is False
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["passed"] is False and saved["onnx_argmax_agreement"] >= 0.9999
+    assert len(list((tmp_path / "inference").glob("*_pred.png"))) == 4
 
 
 @pytest.mark.slow

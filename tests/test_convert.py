@@ -136,19 +136,34 @@ def _truncate(src, dst, fraction=0.5):
 @pytest.mark.parametrize(
     ("make", "source", "message"),
     [
-        (lambda d: _truncate(REFERENCE / "pytorch_enet_checkpoint.pth", d / "t.pth"),
-         "pytorch-enet", "not a readable PyTorch checkpoint"),
-        (lambda d: _truncate(MINDSPORE / "mindspore_enet.ckpt", d / "t.ckpt"),
-         "mindspore", "MindSpore checkpoint"),
-        (lambda d: _truncate(MINDSPORE / "mindspore_enet.ckpt", d / "t.ckpt", 0.9996),
-         "mindspore", "MindSpore checkpoint"),
+        (
+            lambda d: _truncate(REFERENCE / "pytorch_enet_checkpoint.pth", d / "t.pth"),
+            "pytorch-enet",
+            "not a readable PyTorch checkpoint",
+        ),
+        (
+            lambda d: _truncate(MINDSPORE / "mindspore_enet.ckpt", d / "t.ckpt"),
+            "mindspore",
+            "MindSpore checkpoint",
+        ),
+        (
+            lambda d: _truncate(MINDSPORE / "mindspore_enet.ckpt", d / "t.ckpt", 0.9996),
+            "mindspore",
+            "MindSpore checkpoint",
+        ),
         (lambda d: MINDSPORE / "mindspore_enet.ckpt", "pytorch-enet", "not a readable PyTorch"),
         (lambda d: REFERENCE / "pytorch_enet_checkpoint.pth", "mindspore", "MindSpore checkpoint"),
         (lambda d: d / "missing.pth", "pytorch-enet", "no such checkpoint file"),
     ],
-    ids=["truncated-pth", "truncated-ckpt", "ckpt-cut-in-last-tensor", "ckpt-as-pth",
-         "pth-as-ckpt", "missing"],
-)  # fmt: skip
+    ids=[
+        "truncated-pth",
+        "truncated-ckpt",
+        "ckpt-cut-in-last-tensor",
+        "ckpt-as-pth",
+        "pth-as-ckpt",
+        "missing",
+    ],
+)
 def test_bad_checkpoints_give_one_line_errors(tmp_path, make, source, message):
     require(MINDSPORE)
     src = make(tmp_path)

@@ -157,9 +157,14 @@ def test_bad_inputs_give_a_clear_error_or_are_skipped(tmp_path, how):
     assert culprit in message and "--skip-bad" in message and "\n" not in message
     assert not (tmp_path / "out" / "manifest.json").exists()
     manifest = prepare(
-        "cityscapes", root, tmp_path / "out", splits=("val",), workers=1, skip_bad=True,
+        "cityscapes",
+        root,
+        tmp_path / "out",
+        splits=("val",),
+        workers=1,
+        skip_bad=True,
         progress=False,
-    )  # fmt: skip
+    )
     kept = 3 if how == "extra label" else 2
     assert manifest["splits"]["val"]["count"] == kept
     assert len(manifest["splits"]["val"]["skipped"]) == 1
@@ -242,9 +247,13 @@ def test_augmentation_keeps_image_and_label_aligned(seed):
     image, label, palette = _coded_pair()
     torch.manual_seed(seed)
     t = SegmentationTransform(
-        (160, 80), augment=True, crop_ratio=(1.0, 1.3), crop_p=1.0 if seed % 2 else 0.0,
-        flip_p=1.0 if seed < 3 else 0.0, blur_radius=1.0,
-    )  # fmt: skip
+        (160, 80),
+        augment=True,
+        crop_ratio=(1.0, 1.3),
+        crop_p=1.0 if seed % 2 else 0.0,
+        flip_p=1.0 if seed < 3 else 0.0,
+        blur_radius=1.0,
+    )
     out_image, out_label = t(image, label)
     assert out_image.shape == (3, 80, 160) and out_image.dtype == torch.uint8
     assert out_label.shape == (80, 160) and out_label.dtype == torch.int64

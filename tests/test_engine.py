@@ -52,8 +52,12 @@ def test_poly_lr_matches_the_seed_table():
 def test_weight_decay_exempts_only_batchnorm():
     model = ENet(20, encoder_only=True)
     decayed, exempt = param_groups(model, 1e-4)
-    n_bn = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
-               for p in m.parameters())  # fmt: skip
+    n_bn = sum(
+        p.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+        for p in m.parameters()
+    )
     assert sum(p.numel() for p in exempt["params"]) == n_bn > 0
     assert exempt["weight_decay"] == 0.0 and decayed["weight_decay"] == 1e-4
     assert any(p is model.pred.bias for p in decayed["params"])
@@ -71,9 +75,16 @@ def test_three_stages_train_and_chain(tiny_data, tmp_path):
     stage1 = [r["loss"] for r in rows if r["stage"] == 1]
     stage3 = [r["loss"] for r in rows if r["stage"] == 3]
     assert stage1[-1] < stage1[0] and stage3[-1] < stage3[0]
-    for name in ("Encoder_stage1.pt", "Encoder_stage2.pt", "ENet_stage3.pt", "curves.png",
-                 "config.json", "checkpoints/Encoder-3_4.pt", "checkpoints/Encoder_1-2_4.pt",
-                 "checkpoints/ENet-4_4.pt"):  # fmt: skip
+    for name in (
+        "Encoder_stage1.pt",
+        "Encoder_stage2.pt",
+        "ENet_stage3.pt",
+        "curves.png",
+        "config.json",
+        "checkpoints/Encoder-3_4.pt",
+        "checkpoints/Encoder_1-2_4.pt",
+        "checkpoints/ENet-4_4.pt",
+    ):
         assert (run / name).is_file(), name
     s2 = read_checkpoint(run / "Encoder_stage2.pt")["state_dict"]
     s3 = read_checkpoint(run / "checkpoints/ENet-4_4.pt")
@@ -100,15 +111,36 @@ def test_three_stages_train_and_chain(tiny_data, tmp_path):
 
 
 def _launch(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "enet", "train", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "enet", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _run_args(data, out):
-    return ["--data", str(data), "--out", str(out), "--size", "64x32", "--batch-size", "4",
-            "--workers", "0", "--lr", "2e-3", "--epochs", "3,2,6", "--save-every", "1",
-            "--deterministic", "--no-progress"]  # fmt: skip
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--size",
+        "64x32",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--lr",
+        "2e-3",
+        "--epochs",
+        "3,2,6",
+        "--save-every",
+        "1",
+        "--deterministic",
+        "--no-progress",
+    ]
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
@@ -128,8 +160,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "ENet_stage3.pt").exists(), "the run finished before it was killed"
-    resumed = subprocess.run([sys.executable, "-m", "enet", "train", "--resume", str(killed),
-                              "--no-progress"], capture_output=True, text=True)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "enet", "train", "--resume", str(killed), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     straight = tmp_path / "straight"
     assert _launch(_run_args(tiny_data, straight)).wait() == 0
@@ -145,18 +180,65 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
 
 
 def test_two_processes_equal_one_on_the_same_global_batch(tiny_data, tmp_path):
-    common = ["--data", str(tiny_data), "--size", "64x32", "--workers", "0", "--lr", "1e-3",
-              "--epochs", "2,1,1", "--stage", "1", "--no-progress", "--deterministic",
-              "--set", "freeze_bn=true", "--set", "dropout=0,0"]  # fmt: skip
+    common = [
+        "--data",
+        str(tiny_data),
+        "--size",
+        "64x32",
+        "--workers",
+        "0",
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "2,1,1",
+        "--stage",
+        "1",
+        "--no-progress",
+        "--deterministic",
+        "--set",
+        "freeze_bn=true",
+        "--set",
+        "dropout=0,0",
+    ]
     env = {"OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "enet", "train", *common, "--batch-size", "4",
-                          "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         env={**os.environ, **env})  # fmt: skip
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "enet",
+            "train",
+            *common,
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", "-m", "enet", "train", *common,
-                          "--batch-size", "2", "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env={**os.environ, **env})  # fmt: skip
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "enet",
+            "train",
+            *common,
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert two.returncode == 0, two.stdout + two.stderr
     a = read_checkpoint(tmp_path / "one" / "Encoder_stage1.pt")["state_dict"]
     b = read_checkpoint(tmp_path / "two" / "Encoder_stage1.pt")["state_dict"]
@@ -173,7 +255,12 @@ def test_config_file_and_unknown_keys(tmp_path):
     toml.write_text('lr = 1e-3\nsize = [512, 256]\n[stage3]\nepochs = 7\nweights = "enet"\n')
     cfg = load_config(toml, batch_size=3)
     assert (cfg.lr, cfg.size, cfg.stage3.epochs, cfg.stage3.weights, cfg.batch_size) == (
-        1e-3, (512, 256), 7, "enet", 3)  # fmt: skip
+        1e-3,
+        (512, 256),
+        7,
+        "enet",
+        3,
+    )
     assert cfg.stage1.epochs == 65 and cfg.stage2.curve_start == 65  # seed defaults kept
     toml.write_text("learning_rate = 1\n")
     with pytest.raises(UsageError, match="unknown config key 'learning_rate'"):
@@ -184,10 +271,24 @@ def test_config_file_and_unknown_keys(tmp_path):
 
 def test_stage3_alone_needs_stage2_weights(tiny_data, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "enet", "train", "--data", str(tiny_data), "--out",
-         str(tmp_path / "r"), "--stage", "3", "--workers", "0", "--no-progress"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "enet",
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "r"),
+            "--stage",
+            "3",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"enet: error: stage 3 starts from {tmp_path / 'r' / 'Encoder_stage2.pt'}, which does "

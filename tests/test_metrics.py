@@ -60,8 +60,13 @@ def test_accumulates_over_batches_like_one_pass():
 
 def test_seed_metrics_file_round_trip(tmp_path):
     iou = np.linspace(0.1, 0.9, 19)
-    txt, js = write_seed_metrics(tmp_path / "ENet-100_496.metric.txt", "./ENet-100_496.ckpt",
-                                 iou, 0.3161865407142856, [f"c{i}" for i in range(19)])  # fmt: skip
+    txt, js = write_seed_metrics(
+        tmp_path / "ENet-100_496.metric.txt",
+        "./ENet-100_496.ckpt",
+        iou,
+        0.3161865407142856,
+        [f"c{i}" for i in range(19)],
+    )
     text = txt.read_text()
     lines = text.splitlines()
     assert lines[0] == "model path ./ENet-100_496.ckpt"

@@ -40,6 +40,17 @@ CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = 26, 27, 28, 31, 32, 33
 
 Color = tuple[int, int, int]
 
+#: Street objects per frame: kind -> (count from, count below, nearest depth beyond the bottom
+#: row's, farthest depth) in metres.
+STREET_OBJECTS: dict[str, tuple[int, int, float, float]] = {
+    "pole": (3, 7, 3, 45),
+    "tree": (1, 5, 3, 60),
+    "vehicle": (2, 7, 2, 60),
+    "person": (2, 8, 1, 40),
+    "two_wheeler": (1, 4, 1, 30),
+    "static": (0, 3, 2, 40),
+}
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -139,16 +150,32 @@ def _ground(cv: Canvas, street: dict) -> None:
         x_out = street["outer"][side]
         if rng.random() < 0.25:
             z0 = rng.uniform(5, 30)
-            cv.quad(x_out, x_out + side * rng.uniform(2, 8), 0, 0, z0, z0 + rng.uniform(5, 20),
-                    _jitter(rng, (120, 100, 80)), GROUND)  # fmt: skip
+            cv.quad(
+                x_out,
+                x_out + side * rng.uniform(2, 8),
+                0,
+                0,
+                z0,
+                z0 + rng.uniform(5, 20),
+                _jitter(rng, (120, 100, 80)),
+                GROUND,
+            )
     road_c = _grey(rng, 60, 115)
     xl, xr = street["road"]
     cv.quad(xl, xr, 0, 0, zn, zf, road_c, ROAD)
     # Asphalt patches, lane markings (all still road).
     for _ in range(rng.integers(2, 6)):
         x, z = rng.uniform(xl, xr), rng.uniform(6, 60)
-        cv.quad(x, x + rng.uniform(0.5, 2.5), 0, 0, z, z + rng.uniform(1, 6),
-                _jitter(rng, road_c, 12), None)  # fmt: skip
+        cv.quad(
+            x,
+            x + rng.uniform(0.5, 2.5),
+            0,
+            0,
+            z,
+            z + rng.uniform(1, 6),
+            _jitter(rng, road_c, 12),
+            None,
+        )
     mark = _jitter(rng, (225, 225, 215), 15) if rng.random() < 0.8 else (220, 190, 60)
     for lane_x in street["lanes"]:
         z = rng.uniform(4, 8)
@@ -206,8 +233,13 @@ def _far_skyline(cv: Canvas) -> None:
     while x < 120:
         w, h = rng.uniform(8, 25), rng.uniform(6, 35)
         if rng.random() < 0.25:
-            cv.ellipse(*cv.cam.p(x + w / 2, h / 3, z), cv.cam.f * w / z / 2, cv.cam.f * h / z / 3,
-                       _jitter(rng, (70, 100, 50), 20), VEGETATION)  # fmt: skip
+            cv.ellipse(
+                *cv.cam.p(x + w / 2, h / 3, z),
+                cv.cam.f * w / z / 2,
+                cv.cam.f * h / z / 3,
+                _jitter(rng, (70, 100, 50), 20),
+                VEGETATION,
+            )
         else:
             cv.quad(x, x + w, 0, h, z, z, _jitter(rng, (140, 140, 145), 35), BUILDING)
         x += w
@@ -287,17 +319,30 @@ def _pole(cv: Canvas, x: float, z: float, kind: str) -> None:
             cv.ellipse(sx, sy, r, r, _jitter(rng, fill, 15), SIGN)
             cv.ellipse(sx, sy, r * 0.6, r * 0.6, _jitter(rng, (240, 240, 240), 10), None)
         else:
-            cv.poly([(sx - r, sy - r), (sx + r, sy - r), (sx + r, sy + r), (sx - r, sy + r)],
-                    _jitter(rng, fill, 15), SIGN)  # fmt: skip
-            cv.poly([(sx - r * 0.6, sy - r * 0.1), (sx + r * 0.6, sy - r * 0.1),
-                     (sx + r * 0.6, sy + r * 0.1), (sx - r * 0.6, sy + r * 0.1)],
-                    (30, 30, 30), None)  # fmt: skip
+            cv.poly(
+                [(sx - r, sy - r), (sx + r, sy - r), (sx + r, sy + r), (sx - r, sy + r)],
+                _jitter(rng, fill, 15),
+                SIGN,
+            )
+            cv.poly(
+                [
+                    (sx - r * 0.6, sy - r * 0.1),
+                    (sx + r * 0.6, sy - r * 0.1),
+                    (sx + r * 0.6, sy + r * 0.1),
+                    (sx - r * 0.6, sy + r * 0.1),
+                ],
+                (30, 30, 30),
+                None,
+            )
     elif kind == "light":
         y = h - 0.2
         lx, ly = cam.p(x, y, z)
         w, hh = cam.f * 0.4 / z, cam.f * 0.95 / z
-        cv.poly([(lx - w, ly - hh), (lx + w, ly - hh), (lx + w, ly + hh), (lx - w, ly + hh)],
-                _jitter(rng, (35, 35, 30), 10), LIGHT)  # fmt: skip
+        cv.poly(
+            [(lx - w, ly - hh), (lx + w, ly - hh), (lx + w, ly + hh), (lx - w, ly + hh)],
+            _jitter(rng, (35, 35, 30), 10),
+            LIGHT,
+        )
         on = rng.integers(3)
         for i, col in enumerate([(230, 40, 30), (240, 170, 20), (40, 200, 80)]):
             lamp = col if i == on else tuple(c // 4 for c in col)
@@ -312,12 +357,19 @@ def _vehicle(cv: Canvas, x: float, z: float, kind: str) -> None:
     w *= rng.uniform(0.9, 1.1)
     label = {"car": CAR, "truck": TRUCK, "bus": BUS, "train": TRAIN}[kind]
     colors = {
-        "car": [(180, 20, 20), (20, 40, 120), (200, 200, 200), (30, 30, 30), (90, 90, 95),
-                (230, 230, 235), (40, 90, 60)],
+        "car": [
+            (180, 20, 20),
+            (20, 40, 120),
+            (200, 200, 200),
+            (30, 30, 30),
+            (90, 90, 95),
+            (230, 230, 235),
+            (40, 90, 60),
+        ],
         "truck": [(220, 220, 220), (200, 120, 30), (60, 60, 140), (120, 30, 30)],
         "bus": [(220, 200, 40), (200, 30, 30), (240, 240, 240), (30, 110, 170)],
         "train": [(230, 230, 225), (190, 30, 40), (40, 120, 160)],
-    }[kind]  # fmt: skip
+    }[kind]
     body = _jitter(rng, colors[rng.integers(len(colors))], 15)
     if kind == "train":  # long side face receding along the rails
         side = x - w / 2 if x > 0 else x + w / 2
@@ -361,8 +413,18 @@ def _vehicle(cv: Canvas, x: float, z: float, kind: str) -> None:
 def _person(cv: Canvas, x: float, z: float, label: int = PERSON, y0: float = 0.0) -> None:
     rng, cam = cv.rng, cv.cam
     h = rng.uniform(1.55, 1.95) * (0.62 if label == RIDER else 1.0)
-    shirt = _jitter(rng, [(200, 40, 40), (40, 60, 150), (230, 230, 230), (30, 30, 30),
-                          (60, 130, 60), (220, 180, 60)][rng.integers(6)], 20)  # fmt: skip
+    shirt = _jitter(
+        rng,
+        [
+            (200, 40, 40),
+            (40, 60, 150),
+            (230, 230, 230),
+            (30, 30, 30),
+            (60, 130, 60),
+            (220, 180, 60),
+        ][rng.integers(6)],
+        20,
+    )
     trousers = _jitter(rng, [(40, 40, 60), (20, 20, 20), (110, 90, 70)][rng.integers(3)], 15)
     skin = _jitter(rng, [(230, 190, 160), (180, 130, 100), (110, 80, 60)][rng.integers(3)], 10)
     w = 0.45
@@ -384,8 +446,9 @@ def _two_wheeler(cv: Canvas, x: float, z: float, motor: bool, ridden: bool) -> N
     label = MOTORCYCLE if motor else BICYCLE
     length = 1.9 if motor else 1.7
     r = 0.32 if motor else 0.34
-    frame = _jitter(rng, [(30, 30, 30), (180, 30, 30), (30, 60, 160), (200, 200, 200)][
-        rng.integers(4)], 15)  # fmt: skip
+    frame = _jitter(
+        rng, [(30, 30, 30), (180, 30, 30), (30, 60, 160), (200, 200, 200)][rng.integers(4)], 15
+    )
     (ax, ay), (bx, _) = cam.p(x - length / 2, r, z), cam.p(x + length / 2, r, z)
     rr = cam.f * r / z
     thick = max(1.0, cam.f * (0.16 if motor else 0.12) / z)
@@ -403,8 +466,9 @@ def _two_wheeler(cv: Canvas, x: float, z: float, motor: bool, ridden: bool) -> N
     top = cam.p(x, r * 2.2, z)
     cv.line([(ax, ay), top, (bx, ay), (ax, ay)], frame, thick, label)
     if motor:  # engine, tank and fairing: a solid coloured body between the wheels
-        body = _jitter(rng, [(200, 30, 30), (20, 20, 20), (230, 140, 20), (40, 60, 160)][
-            rng.integers(4)], 15)  # fmt: skip
+        body = _jitter(
+            rng, [(200, 30, 30), (20, 20, 20), (230, 140, 20), (40, 60, 160)][rng.integers(4)], 15
+        )
         cv.quad(x - 0.6, x + 0.5, r * 0.6, r * 2.6, z, z, body, label)
         cv.quad(x - 0.2, x + 0.2, r * 0.7, r * 1.5, z, z, (90, 90, 95), None)
     if ridden:
@@ -495,25 +559,17 @@ def draw_scene(
             _hedge(cv, x, z0, z1)
 
     # Objects on the street, sorted far to near so nearer ones occlude.
-    objects: list[tuple[float, str, float]] = []
     near = cam.near_z()
-    for _ in range(rng.integers(3, 7)):
-        objects.append((rng.uniform(near + 3, 45), "pole", 0.0))
-    for _ in range(rng.integers(1, 5)):
-        objects.append((rng.uniform(near + 3, 60), "tree", 0.0))
-    for _ in range(rng.integers(2, 7)):
-        objects.append((rng.uniform(near + 2, 60), "vehicle", 0.0))
-    for _ in range(rng.integers(2, 8)):
-        objects.append((rng.uniform(near + 1, 40), "person", 0.0))
-    for _ in range(rng.integers(1, 4)):
-        objects.append((rng.uniform(near + 1, 30), "two_wheeler", 0.0))
-    for _ in range(rng.integers(0, 3)):
-        objects.append((rng.uniform(near + 2, 40), "static", 0.0))
+    objects = [
+        (rng.uniform(near + first, last), kind)
+        for kind, (low, high, first, last) in STREET_OBJECTS.items()
+        for _ in range(rng.integers(low, high))
+    ]
     if street["rail"] is not None and rng.random() < 0.85:
-        objects.append((rng.uniform(near + 8, 45), "train", 0.0))
+        objects.append((rng.uniform(near + 8, 45), "train"))
 
     vehicle_kinds = ["car"] * 4 + ["truck", "bus"]
-    for z, kind, _ in sorted(objects, key=lambda o: -o[0]):
+    for z, kind in sorted(objects, key=lambda o: -o[0]):
         side = -1 if rng.random() < 0.5 else 1
         kerb = street["road"][(side + 1) // 2]
         if kind in ("pole", "tree"):

@@ -1,0 +1,84 @@
+"""Inference: the seed's 310 metric equals `enet eval` on the real frames, any input size
+round-trips, unreadable files are skipped with a failing exit code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from enet.checkpoint import load_checkpoint
+from enet.cli import main
+from enet.convert import convert_checkpoint
+from enet.evaluate import evaluate_checkpoint
+from enet.infer import run_inference
+
+from .conftest import DATA, MINDSPORE, require
+
+
+@pytest.fixture(scope="module")
+def seed_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "seed.pt"
+    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), path, "mindspore")
+    return path
+
+
+def test_310_metric_equals_enet_eval(seed_ckpt, tmp_path):
+    root = require(DATA / "cityscapes_sample")
+    report = run_inference(
+        seed_ckpt,
+        [root / "leftImg8bit" / "train"],
+        tmp_path / "out",
+        resize=(1024, 512),
+        labels=root / "gtFine",
+        pictures=False,
+        progress=False,
+    )
+    assert report.processed == 4 and not report.failed
+    expected = evaluate_checkpoint(seed_ckpt, root, "train", workers=0)
+    assert report.metric["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-12)
+    text = (tmp_path / "out" / "metric.txt").read_text()
+    assert text.startswith("mean_iou:  ") and "iou_class:  [" in text
+    timing = __import__("json").loads((tmp_path / "out" / "timing.json").read_text())
+    assert set(timing["latency_ms"]) == {"mean", "p50", "p90"} and timing["images"] == 4
+
+
+def test_any_size_is_padded_and_cropped_back(seed_ckpt, tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (75, 101, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "odd.png")
+    run_inference(seed_ckpt, [tmp_path / "odd.png"], tmp_path / "out", progress=False)
+    pred = np.asarray(Image.open(tmp_path / "out" / "odd_pred.png"))
+    assert pred.shape == (75, 101)
+    assert (tmp_path / "out" / "odd_color.png").is_file()
+    assert (tmp_path / "out" / "odd_overlay.png").is_file()
+    model = load_checkpoint(seed_ckpt)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = torch.nn.functional.pad(x, (0, 3, 0, 5), mode="replicate")  # to 80 x 104
+    with torch.no_grad():
+        expected = model(x)[0].argmax(0)[:75, :101].numpy()
+    assert np.array_equal(pred, expected)
+
+
+def test_unreadable_image_is_skipped_and_reported(seed_ckpt, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(src / "good.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = main(
+        [
+            "infer",
+            str(src),
+            "--model",
+            str(seed_ckpt),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "broken.png: unreadable image, skipped" in captured.out
+    assert (tmp_path / "o" / "good_pred.png").is_file()
+    assert not (tmp_path / "o" / "broken_pred.png").exists()
