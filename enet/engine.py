@@ -24,7 +24,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from .checkpoint import atomic_torch_save, build_checkpoint, read_checkpoint
+from .checkpoint import (
+    atomic_torch_save,
+    build_checkpoint,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from .config import TrainConfig, apply_overrides
 from .data.classes import ClassSet
 from .data.dataset import PreparedDataset
@@ -302,8 +307,7 @@ def _initial_model(cfg: TrainConfig, stage: int, run: Path, classes: ClassSet) -
             f"{source}: a {meta['variant']} model with {meta['num_classes']} classes cannot "
             f"start a {cfg.variant} run with {classes.num_classes}"
         )
-    previous = ENet(meta["num_classes"], meta["variant"], meta["encoder_only"])
-    previous.load_state_dict(ckpt["state_dict"])
+    previous = model_from_checkpoint(ckpt, source)
     if meta["encoder_only"] == sc.encoder_only:
         model.load_state_dict(previous.state_dict())
         return model

@@ -17,11 +17,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
+from .data.cityscapes import frame_key
 from .data.classes import ClassSet
 from .data.dataset import PreparedDataset, open_dataset
 from .engine import evaluate_model, init_runtime, stage_weights
 from .errors import UsageError
 from .fileio import atomic_write
+from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
 from .metrics import write_seed_metrics
 from .transforms import eval_transform
 from .visualize import colorize, legend, overlay, plot_confusion
@@ -35,14 +37,15 @@ def metric_path(checkpoint: Path) -> Path:
 
 
 def _weights(dataset, encoder_only: bool, classes: ClassSet) -> torch.Tensor:
-    manifest = dataset.manifest if isinstance(dataset, PreparedDataset) else {}
-    if not manifest.get("weights") and classes.name == "cityscapes":
-        from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
-
-        table = SEED_ENCODER_WEIGHTS if encoder_only else SEED_DECODER_WEIGHTS
-        manifest = {"weights": {"seed_encoder" if encoder_only else "seed_decoder": list(table)}}
-    choice = "auto" if manifest.get("weights") else "uniform"
-    return stage_weights(manifest, choice, 1 if encoder_only else 3, classes)
+    """The stage's class weights for mean_loss: the prepared set's, else the seed's tables for
+    Cityscapes classes, else uniform."""
+    table = dataset.manifest.get("weights", {}) if isinstance(dataset, PreparedDataset) else {}
+    if not table and classes.name == "cityscapes":
+        table = {"seed_encoder": SEED_ENCODER_WEIGHTS, "seed_decoder": SEED_DECODER_WEIGHTS}
+    table = {k: list(v) for k, v in table.items() if isinstance(v, (list, tuple))}
+    return stage_weights(
+        {"weights": table}, "auto" if table else "uniform", 1 if encoder_only else 3, classes
+    )
 
 
 def _save_pictures(model, dataset, classes: ClassSet, folder: Path, count: int, device) -> None:
@@ -173,10 +176,6 @@ def _ground_truth(root: Path, split: str) -> list[Path]:
     return files
 
 
-def _key(name: str) -> str:
-    return "_".join(name.split("_")[:3])
-
-
 def _add_to(evaluator, pred_ids: np.ndarray, gt_file: Path) -> None:
     gt = np.asarray(Image.open(gt_file))
     inst_file = Path(str(gt_file).replace("_labelIds.png", "_instanceIds.png"))
@@ -208,8 +207,8 @@ def evaluate_cityscapes(
     if predictions is not None:
         found: dict[str, list[Path]] = {}
         for p in Path(predictions).rglob("*.png"):
-            found.setdefault(_key(p.name), []).append(p)
-        keys = [_key(g.name) for g in gts]
+            found.setdefault(frame_key(p.name), []).append(p)
+        keys = [frame_key(g.name) for g in gts]
         missing = [k for k in keys if k not in found]
         double = [k for k in keys if len(found.get(k, [])) > 1]
         if missing or double:
@@ -234,7 +233,7 @@ def evaluate_cityscapes(
     model.to(rt.device).eval()
     out_dir = Path(save_predictions) if save_predictions else None
     for gt_file in gts:
-        key = _key(gt_file.name)
+        key = frame_key(gt_file.name)
         city = gt_file.parent.name
         image_file = Path(root) / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png"
         with Image.open(image_file) as im:

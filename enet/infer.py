@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .data.cityscapes import to_class_ids
+from .data.cityscapes import frame_key, to_class_ids
 from .data.classes import ClassSet
 from .errors import EnetError, UsageError
 from .fileio import atomic_write, write_json_atomic
@@ -198,7 +198,7 @@ def run_inference(
         logits = predictor(x.numpy())
         report.latency_ms.append((time.perf_counter() - start) * 1e3)
         pred = logits[0].argmax(0)[: arr.shape[0], : arr.shape[1]].astype(np.uint8)
-        key = "_".join(path.stem.split("_")[:3])
+        key = frame_key(path.stem)
         if cm is not None:
             label_file = label_files.get(key)
             if label_file is None:

@@ -19,6 +19,7 @@ __all__ = [
     "TRAIN_PALETTE",
     "VOID_CLASS",
     "find_samples",
+    "frame_key",
     "to_class_ids",
     "to_train_ids",
 ]
@@ -108,6 +109,12 @@ def to_class_ids(label_ids: np.ndarray) -> np.ndarray:
     train = to_train_ids(label_ids)
     train[train == IGNORE_ID] = VOID_CLASS
     return train
+
+
+def frame_key(name: str) -> str:
+    """``<city>_<seq>_<frame>`` of any Cityscapes-style file name (how the benchmark matches
+    predictions to ground truth)."""
+    return "_".join(name.split("_")[:3])
 
 
 def _by_key(folder: Path, suffix: str) -> dict[str, Path]:
