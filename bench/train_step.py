@@ -1,10 +1,13 @@
-"""One training step (forward + weighted CE + backward + Adam) on the CPU, several ways, one run.
+"""One training step (forward + weighted CE + backward + Adam), several ways, one run.
 
     python bench/train_step.py [--batch 2] [--size 1024x512] [--repeats 5]
+    python bench/train_step.py --device cuda --batch 6 --repeats 30   # on a GPU
 
 Baseline: the ``pytorch-enet`` variant in plain eager fp32 NCHW (PyTorch-ENet's own setup).
 Then our paths: eager, channels_last, bf16 autocast, torch.compile, and channel-wise dropout
 (element-wise dropout needs a random number per activation, most of a CPU step's time).
+On a GPU: bf16 + channels_last eager, compiled, and compiled with CUDA graphs
+("reduce-overhead": ENet's small kernels leave a GPU waiting on their launches).
 Prints ms/step and the speed-up over the baseline measured in this same run.
 """
 
@@ -32,50 +35,48 @@ def step_time(
     *,
     channels_last: bool = False,
     compile: bool = False,
+    compile_mode: str | None = None,
     amp: str = "off",
     dropout_kind: str = "auto",
+    device: str = "cpu",
 ) -> float:
     torch.manual_seed(0)
-    model = ENet(20, variant, dropout_kind=dropout_kind).train()
+    model = ENet(20, variant, dropout_kind=dropout_kind).train().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile else model
+    net = torch.compile(model, mode=compile_mode) if compile else model
     opt = torch.optim.Adam(param_groups(model, 1e-4), lr=5e-4)
-    weight = torch.tensor(SEED_DECODER_WEIGHTS)
+    weight = torch.tensor(SEED_DECODER_WEIGHTS, device=device)
     w, h = size
-    x = torch.rand(batch, 3, h, w)
+    x = torch.rand(batch, 3, h, w, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 20, (batch, h, w))
+    y = torch.randint(0, 20, (batch, h, w), device=device)
+    dev_type = torch.device(device).type
     times = []
-    for i in range(repeats + 2):  # two warm-up steps (compilation, allocator)
+    for i in range(repeats + 3):  # three warm-up steps (compilation, graph capture, allocator)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             logits = net(x)
         loss = weighted_cross_entropy(logits, y, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= 2:
+        if dev_type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", default="1024x512")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-compile", action="store_true")
-    args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+def cpu_paths(skip_compile: bool) -> dict[str, dict]:
     paths = {
         "baseline: pytorch-enet eager fp32 NCHW": dict(variant="pytorch-enet"),
         "seed eager fp32 NCHW": dict(variant="seed"),
         "seed eager fp32 channels_last": dict(variant="seed", channels_last=True),
         "seed eager bf16 channels_last": dict(variant="seed", channels_last=True, amp="bf16"),
     }
-    if not args.skip_compile:
+    if not skip_compile:
         paths["seed compile fp32 channels_last"] = dict(
             variant="seed", channels_last=True, compile=True
         )
@@ -85,17 +86,56 @@ def main() -> None:
         paths["pytorch-enet compile fp32 channels_last"] = dict(
             variant="pytorch-enet", channels_last=True, compile=True
         )
+    return paths
+
+
+def cuda_paths(skip_compile: bool) -> dict[str, dict]:
+    bf16_cl = dict(channels_last=True, amp="bf16")
+    paths = {
+        "baseline: pytorch-enet eager fp32 NCHW": dict(variant="pytorch-enet"),
+        "seed eager bf16 channels_last": dict(variant="seed", **bf16_cl),
+        "pytorch-enet eager bf16 channels_last": dict(variant="pytorch-enet", **bf16_cl),
+    }
+    if not skip_compile:
+        paths["seed compile bf16 channels_last"] = dict(variant="seed", compile=True, **bf16_cl)
+        paths["seed compile+cudagraphs bf16 channels_last"] = dict(
+            variant="seed", compile=True, compile_mode="reduce-overhead", **bf16_cl
+        )
+    return paths
+
+
+def machine(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", default="1024x512")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    paths = cuda_paths(args.skip_compile) if args.device == "cuda" else cpu_paths(args.skip_compile)
+    torch.backends.cudnn.benchmark = True  # as enet train does: fixed shapes, tuned kernels
     results = {}
     for name, kw in paths.items():
-        results[name] = step_time(batch=args.batch, size=size, repeats=args.repeats, **kw)
+        results[name] = step_time(
+            batch=args.batch, size=size, repeats=args.repeats, device=args.device, **kw
+        )
         print(f"{name:40s} {results[name]:8.1f} ms/step", flush=True)
     base = results["baseline: pytorch-enet eager fp32 NCHW"]
     best = min((v, k) for k, v in results.items() if not k.startswith("baseline"))
     print(
         json.dumps(
             {
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "machine": machine(args.device),
                 "batch": args.batch,
                 "size": args.size,
                 "ms_per_step": {k: round(v, 1) for k, v in results.items()},

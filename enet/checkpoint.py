@@ -29,13 +29,17 @@ __all__ = [
     "FORMAT",
     "atomic_torch_save",
     "build_checkpoint",
+    "bundled_models",
     "load_checkpoint",
     "read_checkpoint",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
 
 FORMAT = "enet-checkpoint"
 FORMAT_VERSION = 1
+#: Trained models shipped with the package; results/<name>/ holds how each was made.
+BUNDLED_DIR = Path(__file__).parent / "weights"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -91,9 +95,23 @@ def load_torch_file(path: Path) -> Any:
         ) from None
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load and validate one of our checkpoints, as a dict of plain types and tensors."""
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package (``load_checkpoint("camvid")``)."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.pt"))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or the bundled model of that name when no such file exists."""
     path = Path(path)
+    if not path.exists() and str(path) in bundled_models():
+        return BUNDLED_DIR / f"{path}.pt"
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and validate one of our checkpoints (a file, or a bundled model's name), as a
+    dict of plain types and tensors."""
+    path = resolve_checkpoint(path)
     obj = load_torch_file(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         hint = ""

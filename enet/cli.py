@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .config import presets
 from .data.classes import CLASS_SETS
 from .errors import EnetError, UsageError
 
@@ -326,8 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, help="a prepared set (enet prepare)")
     p.add_argument("--out", type=Path, help="run folder (default runs/train)")
-    p.add_argument("--stage", default="all", choices=["1", "2", "3", "all"])
-    p.add_argument("--config", type=Path, help="TOML (or JSON) file of config values")
+    p.add_argument(
+        "--stage",
+        choices=["1", "2", "3", "all"],
+        help="stages to run (default: the config's stages, all unless a preset says otherwise)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML (or JSON) file of config values, or a packaged preset: " + ", ".join(presets()),
+    )
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from last.pt")
     p.add_argument("--variant", choices=["seed", "pytorch-enet"])
     p.add_argument("--size", type=_size, help="training WxH (default 1024x512)")
@@ -346,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, help="checkpoint every N epochs (default 20)")
     p.add_argument("--val-every", type=int, help="validate every K epochs (default: stage end)")
     p.add_argument("--tensorboard", action="store_true")
-    p.add_argument("--init", type=Path, help="enet checkpoint to start from")
+    p.add_argument(
+        "--init", type=Path, help="enet checkpoint to start from, or 'random' (any stage)"
+    )
     p.add_argument(
         "--set",
         action="append",

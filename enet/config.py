@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["StageConfig", "TrainConfig", "apply_overrides", "load_config"]
+__all__ = ["StageConfig", "TrainConfig", "apply_overrides", "load_config", "presets"]
 
 
 @dataclass
@@ -72,13 +72,19 @@ class TrainConfig:
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False
+    #: torch.compile mode with --compile: "" (default), "reduce-overhead" (CUDA graphs: ENet's
+    #: many small kernels leave a GPU waiting on launches), "max-autotune".
+    compile_mode: str = ""
     sync_bn: bool = False
     seed: int = 0
     deterministic: bool = False
     save_every: int = 20
     val_every: int = 0
     tensorboard: bool = False
-    #: weights to start stage 1 from (an enet checkpoint), instead of random init.
+    #: the stages ``enet train`` runs when --stage is not given: "all", "1", "2" or "3".
+    stages: str = "all"
+    #: an enet checkpoint to start stage 1 from (or a later stage, when the earlier stage's
+    #: final file is absent); "random" starts any stage from a random initialisation.
     init: str = ""
     stage1: StageConfig = field(default_factory=lambda: _seed_stages()["stage1"])
     stage2: StageConfig = field(default_factory=lambda: _seed_stages()["stage2"])
@@ -150,11 +156,22 @@ def _set(target: Any, name: str, value: Any, key: str, where: str) -> None:
     setattr(target, name, _coerce(value, current, key))
 
 
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    """Names of the packaged configs (``enet train --config camvid``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the TOML or JSON file at ``path``, then ``overrides`` (dotted keys)."""
+    """Defaults, then the TOML or JSON file at ``path`` (or a packaged preset of that name),
+    then ``overrides`` (dotted keys)."""
     config = TrainConfig()
     if path:
         path = Path(path)
+        if not path.exists() and str(path) in presets():
+            path = PRESETS_DIR / f"{path}.toml"
         try:
             text = path.read_text()
             values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)

@@ -292,13 +292,15 @@ def _initial_model(cfg: TrainConfig, stage: int, run: Path, classes: ClassSet) -
     )
     source = run / FINAL_NAME[stage - 1] if stage > 1 else None
     if source is None or not source.is_file():
+        if cfg.init == "random":
+            return model
         source = Path(cfg.init) if cfg.init else None
         if source is None:
             if stage == 1:
                 return model
             raise UsageError(
                 f"stage {stage} starts from {run / FINAL_NAME[stage - 1]}, which does not exist; "
-                "run the earlier stage first or give init = CHECKPOINT"
+                "run the earlier stage first or give init = CHECKPOINT (or random)"
             )
     ckpt = read_checkpoint(source)
     meta = ckpt["model"]
@@ -393,7 +395,7 @@ def fit_stage(
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=cfg.compile_mode or None)
     weight = stage_weights(manifest, sc.weights, stage, classes).to(rt.device)
     train_loader, val_loader = _make_loaders(cfg, stage, rt, val=rt.main)
     steps = len(train_loader)
@@ -485,12 +487,13 @@ def _stages(selection: str) -> list[int]:
 
 def train(
     cfg: TrainConfig,
-    stage: str = "all",
+    stage: str | None = None,
     resume: bool = False,
     progress: bool = True,
     runtime: dict | None = None,
 ) -> Path:
-    """Run ``stage`` ("1", "2", "3" or "all") of ``cfg``; with ``resume``, continue the run in
+    """Run ``stage`` ("1", "2", "3" or "all"; default ``cfg.stages``) of ``cfg``; with
+    ``resume``, continue the run in
     ``cfg.out`` from its last checkpoint with its saved config, but for the ``runtime``
     values given (``workers``, ``device``). Returns the run folder."""
     run = Path(cfg.out)
@@ -506,13 +509,14 @@ def train(
         saved.out = str(run)
         cfg, stages = saved, list(state["stages"])
     else:
-        stages = _stages(stage)
+        stages = _stages(stage or cfg.stages)
     if not cfg.data:
         raise UsageError("no training data given (--data PREPARED)")
     rt = init_runtime(cfg.device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    # Input sizes are fixed within a stage, so cuDNN's per-shape algorithm search pays off.
+    torch.backends.cudnn.benchmark = not cfg.deterministic
     manifest = read_manifest(cfg.data)
     classes = ClassSet.from_dict(manifest["classes"])
     if rt.main:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from .checkpoint import bundled_models, load_checkpoint, resolve_checkpoint
 from .data.cityscapes import frame_key, to_class_ids
 from .data.classes import ClassSet
 from .errors import EnetError, UsageError
@@ -66,8 +67,6 @@ class TorchPredictor:
     """PyTorch eager on an enet checkpoint (inference mode, channels_last)."""
 
     def __init__(self, path: Path, device: str = "auto") -> None:
-        from .checkpoint import load_checkpoint
-
         dev = "cuda" if device == "auto" and torch.cuda.is_available() else device
         self.device = torch.device("cpu" if dev == "auto" else dev)
         self.model = load_checkpoint(path, self.device).to(memory_format=torch.channels_last)
@@ -84,10 +83,12 @@ class TorchPredictor:
 
 
 def load_predictor(model: str | Path, backend: str = "auto", device: str = "auto"):
-    """``model``: an ``.onnx`` file or an enet checkpoint. ``backend``: auto, onnx, torch."""
-    path = Path(model)
+    """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
+    ``backend``: auto, onnx, torch."""
+    path = resolve_checkpoint(model)
     if not path.is_file():
-        raise UsageError(f"{path}: no such model file")
+        known = ", ".join(bundled_models())
+        raise UsageError(f"{path}: no such model file (bundled models: {known})")
     is_onnx = path.suffix == ".onnx"
     if backend == "auto":
         backend = "onnx" if is_onnx else "torch"

@@ -182,6 +182,20 @@ def test_camvid_round_trip():
     assert isinstance(out_ds, SourceDataset) and out_ds.classes.name == "camvid"
 
 
+def test_camvid_frames_may_be_jpeg(tmp_path):
+    root = require(CAMVID)
+    for name in ("train", "trainannot"):
+        shutil.copytree(root / name, tmp_path / name)
+    for png in (tmp_path / "train").glob("*.png"):
+        Image.open(png).save(png.with_suffix(".jpg"), quality=97)
+        png.unlink()
+    ds = SourceDataset("camvid", tmp_path, "train")
+    image, label = ds[0]
+    original, same_label = SourceDataset("camvid", root, "train")[0]
+    assert len(ds) == 2 and np.array_equal(label, same_label)
+    assert np.abs(image.astype(int) - original).mean() < 2  # lossy, but the same frame
+
+
 def test_camvid_prepare_weights(tmp_path):
     manifest = prepare("camvid", require(CAMVID), tmp_path / "cv", workers=1, progress=False)
     assert {k: v["count"] for k, v in manifest["splits"].items()} == {

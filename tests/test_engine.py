@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from enet.checkpoint import read_checkpoint
-from enet.config import TrainConfig, load_config
+from enet.config import TrainConfig, apply_overrides, load_config
 from enet.data.prepare import prepare
 from enet.data.synthetic import synthesize
 from enet.engine import param_groups, poly_lr, train
@@ -292,5 +292,22 @@ def test_stage3_alone_needs_stage2_weights(tiny_data, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"enet: error: stage 3 starts from {tmp_path / 'r' / 'Encoder_stage2.pt'}, which does "
-        "not exist; run the earlier stage first or give init = CHECKPOINT"
+        "not exist; run the earlier stage first or give init = CHECKPOINT (or random)"
     ]
+
+
+def test_camvid_preset_trains_the_full_net_from_scratch(tiny_data, tmp_path):
+    cfg = load_config("camvid")
+    assert (cfg.stages, cfg.init, cfg.size, cfg.batch_size, cfg.stage3.epochs) == (
+        "3",
+        "random",
+        (480, 360),
+        10,
+        110,
+    )
+    # The preset's stage choice and random start, on tiny data: only stage 3 runs.
+    small = {**TINY, "data": str(tiny_data), "out": str(tmp_path / "r"), "stage3.epochs": 1}
+    run = train(apply_overrides(cfg, small), progress=False)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == [3]
+    assert not (run / "Encoder_stage2.pt").exists() and (run / "ENet_stage3.pt").is_file()

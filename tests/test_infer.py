@@ -82,3 +82,16 @@ def test_unreadable_image_is_skipped_and_reported(seed_ckpt, tmp_path, capsys):
     assert "broken.png: unreadable image, skipped" in captured.out
     assert (tmp_path / "o" / "good_pred.png").is_file()
     assert not (tmp_path / "o" / "broken_pred.png").exists()
+
+
+def test_bundled_camvid_model_segments_real_test_frames(tmp_path):
+    """The shipped model (results/camvid/) by name, on CamVid test frames it never saw."""
+    root = require(DATA / "camvid_sample")
+    model = load_checkpoint("camvid")
+    assert model.classes.name == "camvid" and not model.encoder_only
+    assert main(["infer", "--model", "camvid", str(root / "test"), "--out", str(tmp_path)]) == 0
+    for label_path in sorted((root / "testannot").glob("*.png")):
+        label = np.asarray(Image.open(label_path))
+        pred = np.asarray(Image.open(tmp_path / f"{label_path.stem}_pred.png"))
+        known = label < 11
+        assert (pred[known] == label[known]).mean() > 0.8, label_path.name

@@ -50,6 +50,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (64, 64, 0),
     (0, 128, 192),
 )
+#: Frames may be stored as PNG (as published) or JPEG; annotations must be lossless PNG.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Label value of unlabelled pixels in the annotation PNGs.
 VOID_ID = 11
 
@@ -62,7 +64,7 @@ def to_class_ids(label: np.ndarray) -> np.ndarray:
 def find_samples(
     root: Path, split: str, skip_bad: bool = False, unpaired: list[str] | None = None
 ) -> list[SourceSample]:
-    """Pairs of ``<split>/<name>.png`` and ``<split>annot/<name>.png``."""
+    """Pairs of ``<split>/<name>.png`` (or ``.jpg``) and ``<split>annot/<name>.png``."""
     root = Path(root)
     image_dir, label_dir = root / split, root / f"{split}annot"
     for folder in (image_dir, label_dir):
@@ -71,6 +73,6 @@ def find_samples(
                 f"{folder}: not found; expected the SegNet CamVid layout "
                 f"ROOT/{split}/*.png and ROOT/{split}annot/*.png"
             )
-    images = {p.stem: p for p in image_dir.glob("*.png")}
+    images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     labels = {p.stem: p for p in label_dir.glob("*.png")}
     return pair_by_key(images, labels, str(root), skip_bad, unpaired)
