@@ -191,13 +191,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    r = export_onnx(args.checkpoint, args.out, args.size, args.dynamic_batch, args.opset)
+    calibration = check = None
+    if args.int8:
+        from .infer import IMAGE_SUFFIXES, find_inputs
+
+        if not args.calib:
+            raise UsageError("--int8 needs --calib DIR (images like those the model will see)")
+        calibration = find_inputs([args.calib], IMAGE_SUFFIXES)[: args.calib_count]
+        check = find_inputs([args.check], IMAGE_SUFFIXES) if args.check else None
+        if not calibration:
+            raise UsageError(f"{args.calib}: no images found for int8 calibration")
+    r = export_onnx(
+        args.checkpoint,
+        args.out,
+        args.size,
+        args.dynamic_batch,
+        args.opset,
+        dynamic=args.dynamic,
+        int8_calibration=calibration,
+        int8_check=check,
+        min_agreement=args.min_agreement,
+    )
     print(
         f"exported {args.checkpoint} -> {r['path']} ({r['size'][0]}x{r['size'][1]}, opset "
         f"{r['opset']}); ONNX Runtime vs PyTorch: max |diff| {r['max_abs_diff']:.3g}, "
         f"99.9th pct {r['p999_abs_diff']:.3g}, argmax agreement "
         f"{r['argmax_agreement']:.4%}"
     )
+    if args.int8:
+        where = "its calibration images" if r["int8_check_is_calibration"] else "--check images"
+        print(
+            f"int8 (QDQ, calibrated on {r['int8_calibration_images']} images): argmax "
+            f"agreement with fp32 {r['int8_argmax_agreement']:.3%} on {r['int8_check_images']} "
+            f"{where} (worst image {r['int8_worst_image_agreement']:.3%}); latency int8 "
+            f"{r['int8_latency_ms']:.1f} ms, fp32 {r['fp32_latency_ms']:.1f} ms "
+            f"(fp32 model kept as {Path(r['path']).with_suffix('.fp32.onnx')})"
+        )
     return 0
 
 
@@ -215,10 +244,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         args.timing,
         not args.no_pictures,
         not args.no_progress,
+        args.label_ids,
     )
     t = report.timing()
     print(
-        f"{report.processed} image(s) -> {args.out}; model latency mean "
+        f"{report.processed} input(s), {t['frames']} frame(s) -> {args.out}; model latency mean "
         f"{t['latency_ms']['mean']:.1f} ms, p50 {t['latency_ms']['p50']:.1f}, p90 "
         f"{t['latency_ms']['p90']:.1f}; {t['throughput_fps']:.2f} img/s"
     )
@@ -417,27 +447,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--size", type=_size, help="WxH (default: the training size, else 1024x512)")
     p.add_argument("--dynamic-batch", action="store_true", help="batch size chosen at run time")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="batch, height and width chosen at run time (height, width: multiples of 8)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="write an int8 QDQ model (ONNX Runtime static quantisation, per-channel weights); "
+        "the fp32 model is kept as OUT's stem + .fp32.onnx",
+    )
+    p.add_argument("--calib", type=Path, help="--int8: folder of calibration images")
+    p.add_argument(
+        "--calib-count", type=int, default=32, help="--int8: calibration images used (default 32)"
+    )
+    p.add_argument(
+        "--check",
+        type=Path,
+        help="--int8: other images on which to measure agreement with fp32 (default: --calib's)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.95,
+        help="--int8: fail below this pixel agreement with fp32 (default 0.95)",
+    )
     p.add_argument("--opset", type=int, default=18)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "infer",
-        help="segment images or folders with an ONNX model or a checkpoint",
+        help="segment images, videos or folders with an ONNX model or a checkpoint",
         description="Writes <stem>_pred.png (class per pixel), _color.png and _overlay.png "
-        "per image and timing.json (model latency mean/p50/p90, throughput). Any size: padded "
+        "per image; per video <stem>_pred/NNNNNN.png and a colourised <stem>_overlay.mp4 "
+        "(needs PyAV: pip install 'enet[video]'); and timing.json (model latency "
+        "mean/p50/p90, throughput). MODEL may be a bundled model's name (camvid). Any size: padded "
         "to a multiple of 8, or resized with --resize (always for fixed-size ONNX models). "
         "--labels DIR adds the seed's 310-inference metric.txt. Unreadable files are reported "
         "and skipped; the exit code is 1 if any were.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="images or folders")
-    p.add_argument("--model", type=Path, required=True, help=".onnx file or enet checkpoint")
+    p.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="images, videos or folders of them"
+    )
+    p.add_argument(
+        "--model", type=Path, required=True, help=".onnx file, enet checkpoint or 'camvid'"
+    )
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "onnx", "openvino", "torch"],
+        default="auto",
+        help="auto (default): OpenVINO for fp32 ONNX on a CPU when installed, else ONNX "
+        "Runtime; PyTorch for checkpoints",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--resize", type=_size, help="run the model at WxH (e.g. 1024x512)")
     p.add_argument("--labels", type=Path, help="gtFine folder: compute the seed's metric.txt")
     p.add_argument("--timing", type=Path, help="timing JSON path (default OUT/timing.json)")
     p.add_argument("--no-pictures", action="store_true", help="only the _pred.png files")
+    p.add_argument(
+        "--label-ids",
+        action="store_true",
+        help="also write Cityscapes label-id PNGs at the input's resolution, named for a "
+        "benchmark submission (OUT/labelIds/<city>_<seq>_<frame>_leftImg8bit.png)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_infer)
 

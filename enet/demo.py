@@ -35,11 +35,14 @@ TARGET_MIOU = 0.60
 #: The demo's data and schedule (everything else is the seed's default recipe).
 DEMO_SETTINGS = {
     "size": (256, 128),
-    "train_images": 80,
+    # More distinct scenes beat more passes over few: at the same 1,320 stage-3 steps, 240
+    # scenes x 22 epochs reached 0.588 val mIoU where 80 x 66 reached 0.550 (dropout off).
+    "train_images": 240,
     "val_images": 20,
-    "epochs": (5, 3, 66),
+    "epochs": (2, 1, 22),
     "batch_size": 4,
     "lr": 4e-3,
+    "overrides": {"dropout": (0.0, 0.0)},  # off: 0.550; the seed's rates: 0.546 (80 scenes)
 }
 
 
@@ -90,6 +93,7 @@ def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> di
             "stage2.curve_start": e1,
             "stage3.curve_epochs": e3,
         },
+        **s.get("overrides", {}),
     )
     run = train(cfg, "all", progress=True)
     model_path = run / FINAL_NAME[3]
@@ -102,7 +106,12 @@ def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> di
     exported = export_onnx(model_path, onnx_path, size=(w, h))
     val_images = synth / "leftImg8bit" / "val"
     inference = run_inference(
-        onnx_path, [val_images], out / "inference", labels=synth / "gtFine" / "val", progress=False
+        onnx_path,
+        [val_images],
+        out / "inference",
+        backend="onnx",
+        labels=synth / "gtFine" / "val",
+        progress=False,
     )
     seconds = time.perf_counter() - start
     passed = result["mean_iou"] >= TARGET_MIOU

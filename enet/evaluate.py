@@ -153,7 +153,7 @@ def evaluate_path(path: str | Path, data: str | Path, **kwargs) -> list[dict]:
 # --- the official Cityscapes protocol --------------------------------------------------------
 
 
-def _class_to_label_id(classes: ClassSet) -> np.ndarray:
+def class_to_label_id(classes: ClassSet) -> np.ndarray:
     """Output channel -> Cityscapes label id, by class name (void/unlabeled -> 0)."""
     from .data.cityscapes import LABELS
 
@@ -227,7 +227,7 @@ def evaluate_cityscapes(
     model = model_from_checkpoint(ckpt, checkpoint)
     if model.encoder_only:
         raise UsageError(f"{checkpoint}: the official protocol needs a full ENet, not an encoder")
-    lut = _class_to_label_id(model.classes)
+    lut = class_to_label_id(model.classes)
     w, h = tuple(ckpt.get("config", {}).get("size", ()) or (1024, 512))
     rt = init_runtime(device)
     model.to(rt.device).eval()

@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .errors import EnetError
-from .model import check_input_size
+from .model import SIZE_MULTIPLE, check_input_size
 
 __all__ = ["ExportError", "export_onnx", "onnx_metadata"]
 
@@ -58,17 +58,51 @@ def onnx_metadata(path: str | Path) -> dict:
     return {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith("enet.")}
 
 
+def _set_metadata(path: Path, values: dict) -> None:
+    """Replace the ``enet.*`` metadata of the ONNX file at ``path`` (values stored as JSON)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if not p.key.startswith("enet.")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(proto, str(path))
+
+
+def _dynamic_shapes(dynamic_batch: bool, dynamic: bool) -> dict | None:
+    """Batch, and with ``dynamic`` height and width as multiples of 8 (what ENet takes)."""
+    if not (dynamic_batch or dynamic):
+        return None
+    dims = {0: torch.export.Dim("batch", min=1, max=1024)}
+    if dynamic:
+        dims[2] = SIZE_MULTIPLE * torch.export.Dim("height_div8", min=1, max=1024)
+        dims[3] = SIZE_MULTIPLE * torch.export.Dim("width_div8", min=1, max=1024)
+    return {"x": dims}
+
+
 def export_onnx(
     checkpoint: str | Path,
     out: str | Path,
     size: tuple[int, int] | None = None,
     dynamic_batch: bool = False,
     opset: int = 18,
+    dynamic: bool = False,
+    int8_calibration: list[Path] | None = None,
+    int8_check: list[Path] | None = None,
+    min_agreement: float = 0.95,
 ) -> dict:
     """Export ``checkpoint`` to ``out`` (eval graph, input ``input`` N x 3 x H x W RGB/255,
     output ``logits``); returns the parity report. ``size`` is (width, height), default the
-    training size recorded in the checkpoint, else 1024x512."""
-    import onnx
+    training size recorded in the checkpoint, else 1024x512. ``dynamic``: batch, height and
+    width chosen at run time (height and width multiples of 8).
+
+    With ``int8_calibration`` (images), ``out`` is the int8 QDQ model calibrated on them and
+    the fp32 model is kept beside it as ``<stem>.fp32.onnx``; the report adds the argmax
+    agreement with fp32 on ``int8_check`` (other images) and both latencies. Agreement
+    below ``min_agreement`` is an error and leaves nothing."""
 
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = read_checkpoint(checkpoint)
@@ -79,7 +113,7 @@ def export_onnx(
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
+    shapes = _dynamic_shapes(dynamic_batch, dynamic)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -97,27 +131,31 @@ def export_onnx(
                     opset_version=opset,
                     input_names=["input"],
                     output_names=["logits"],
-                    dynamic_shapes=dynamic,
+                    dynamic_shapes=shapes,
                     verbose=False,
                 )
             finally:
                 logging.getLogger("torch").setLevel(level)
         program.save(str(tmp))
-        proto = onnx.load(str(tmp))
         meta = {
             "enet.variant": model.variant,
             "enet.encoder_only": model.encoder_only,
             "enet.classes": ckpt["classes"],
+            "enet.precision": "fp32",
             "enet.input_size": [w, h],
+            "enet.dynamic": "batch, height, width" if dynamic else "batch" if dynamic_batch else "",
             "enet.input": "N x 3 x H x W float32, RGB scaled to [0, 1], no mean/std",
             "enet.source_checkpoint": checkpoint.name,
             "enet.provenance": ckpt.get("provenance", {}),
         }
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, json.dumps(value)
-        onnx.save(proto, str(tmp))
+        _set_metadata(tmp, meta)
         report = _parity(tmp, model, x)
+        if dynamic:  # a second size and batch through the same graph
+            other = torch.rand(2, 3, h + 2 * SIZE_MULTIPLE, w + SIZE_MULTIPLE)
+            second = _parity(tmp, model, other)
+            report = {k: max(report[k], second[k]) for k in report if "diff" in k} | {
+                "argmax_agreement": min(report["argmax_agreement"], second["argmax_agreement"])
+            }
         if (
             report["p999_abs_diff"] > P999_TOLERANCE
             or report["argmax_agreement"] < ARGMAX_AGREEMENT
@@ -127,7 +165,53 @@ def export_onnx(
                 f"{report['max_abs_diff']:.3g}, 99.9th pct {report['p999_abs_diff']:.3g}, "
                 f"argmax agreement {report['argmax_agreement']:.5%}); nothing written"
             )
-        os.replace(tmp, out)
+        if int8_calibration is not None:
+            report |= _quantize(tmp, out, (w, h), int8_calibration, int8_check, min_agreement)
+            os.replace(tmp, out.with_suffix(".fp32.onnx"))
+        else:
+            os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return {"path": str(out), "size": [w, h], "opset": opset, **report}
+
+
+def _quantize(
+    fp32: Path,
+    out: Path,
+    size: tuple[int, int],
+    calibration: list[Path],
+    check: list[Path] | None,
+    min_agreement: float,
+) -> dict:
+    """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies."""
+    from .quantize import argmax_agreement, latency_ms, quantize_int8
+
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".int8.tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        quantize_int8(fp32, tmp, calibration, size)
+        check = check or calibration
+        agreement, worst = argmax_agreement(fp32, tmp, check, size)
+        report = {
+            "int8_calibration_images": len(calibration),
+            "int8_check_images": len(check),
+            "int8_check_is_calibration": check is calibration,
+            "int8_argmax_agreement": agreement,
+            "int8_worst_image_agreement": worst,
+            "fp32_latency_ms": latency_ms(fp32, size),
+            "int8_latency_ms": latency_ms(tmp, size),
+        }
+        if agreement < min_agreement:
+            raise ExportError(
+                f"{out}: int8 model agrees with fp32 on {agreement:.3%} of pixels, below "
+                f"{min_agreement:.1%} (use more or more typical --calib images); nothing written"
+            )
+        meta = onnx_metadata(fp32)
+        meta["enet.precision"] = "int8 QDQ, per-channel weights"
+        meta["enet.int8"] = report
+        _set_metadata(tmp, meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return report

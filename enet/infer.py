@@ -11,6 +11,8 @@ skipped; the run goes on.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +27,16 @@ from .checkpoint import bundled_models, load_checkpoint, resolve_checkpoint
 from .data.cityscapes import frame_key, to_class_ids
 from .data.classes import ClassSet
 from .errors import EnetError, UsageError
+from .evaluate import class_to_label_id
 from .fileio import atomic_write, write_json_atomic
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
 from .visualize import colorize, overlay
 
-__all__ = ["InferenceReport", "load_predictor", "run_inference"]
+__all__ = ["InferenceReport", "find_inputs", "load_predictor", "run_inference"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 class OnnxPredictor:
@@ -63,6 +67,40 @@ class OnnxPredictor:
         return self.session.run(None, {"input": x})[0]
 
 
+class OpenVinoPredictor:
+    """OpenVINO on an exported fp32 file: on x86 CPUs it runs ENet well ahead of ONNX Runtime
+    (fused convolutions, reused buffers); see bench/latency.py."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import openvino as ov
+
+        from .export import onnx_metadata
+
+        meta = onnx_metadata(path)
+        if "enet.classes" not in meta:
+            raise UsageError(f"{path}: no enet metadata; export it with enet export")
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as exc:
+            raise UsageError(f"{path}: OpenVINO cannot compile it ({exc})") from None
+        self.request = compiled.create_infer_request()
+        self.classes = ClassSet.from_dict(meta["enet.classes"])
+        shape = compiled.input(0).get_partial_shape()
+        fixed = shape[2].is_static and shape[3].is_static
+        self.fixed_size = (shape[3].get_length(), shape[2].get_length()) if fixed else None
+        self.name = "openvino (CPU)"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: x})[0].copy()
+
+
+def _has_openvino() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
 class TorchPredictor:
     """PyTorch eager on an enet checkpoint (inference mode, channels_last)."""
 
@@ -84,29 +122,44 @@ class TorchPredictor:
 
 def load_predictor(model: str | Path, backend: str = "auto", device: str = "auto"):
     """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
-    ``backend``: auto, onnx, torch."""
+    ``backend``: auto, onnx (ONNX Runtime), openvino or torch. auto takes the fastest that
+    fits: OpenVINO for an fp32 ONNX file on the CPU when installed, ONNX Runtime for other
+    ONNX files (int8 QDQ, CUDA), PyTorch for checkpoints."""
     path = resolve_checkpoint(model)
     if not path.is_file():
         known = ", ".join(bundled_models())
         raise UsageError(f"{path}: no such model file (bundled models: {known})")
     is_onnx = path.suffix == ".onnx"
     if backend == "auto":
-        backend = "onnx" if is_onnx else "torch"
-    if backend == "onnx" and not is_onnx:
-        raise UsageError(f"{path}: --backend onnx needs an .onnx file (enet export makes one)")
+        backend = "torch"
+        if is_onnx:
+            from .export import onnx_metadata
+
+            fp32 = onnx_metadata(path).get("enet.precision", "fp32") == "fp32"
+            cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+            backend = "openvino" if fp32 and cpu and _has_openvino() else "onnx"
+    if backend in ("onnx", "openvino") and not is_onnx:
+        raise UsageError(f"{path}: --backend {backend} needs an .onnx file (enet export makes one)")
     if backend == "torch" and is_onnx:
         raise UsageError(f"{path}: --backend torch needs an enet checkpoint, not ONNX")
+    if backend == "openvino":
+        if not _has_openvino():
+            raise UsageError("--backend openvino needs OpenVINO: pip install 'enet[openvino]'")
+        return OpenVinoPredictor(path)
     return OnnxPredictor(path, device) if backend == "onnx" else TorchPredictor(path, device)
 
 
-def _inputs(paths: list[Path]) -> list[Path]:
+def find_inputs(
+    paths: list[Path], suffixes: set[str] = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+) -> list[Path]:
+    """The files given, and the image/video files found below the folders given (sorted)."""
     found: list[Path] = []
     for p in paths:
         if p.is_dir():
             found += sorted(
                 f
                 for f in p.rglob("*")
-                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.is_symlink()
+                if f.suffix.lower() in suffixes and f.is_file() and not f.is_symlink()
             )
         else:
             found.append(p)
@@ -141,7 +194,8 @@ class InferenceReport:
     def timing(self) -> dict:
         lat = np.asarray(self.latency_ms)
         return {
-            "images": self.processed,
+            "inputs": self.processed,
+            "frames": len(self.latency_ms),
             "latency_ms": {
                 "mean": float(lat.mean()),
                 "p50": float(np.percentile(lat, 50)),
@@ -149,6 +203,52 @@ class InferenceReport:
             },
             "throughput_fps": float(1000 / lat.mean()),
         }
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, "PNG"))
+
+
+def _segment_video(path: Path, out: Path, segment, classes: ClassSet) -> int:
+    """Every frame of ``path`` -> ``<stem>_pred/<frame>.png`` class maps and a colourised
+    ``<stem>_overlay.mp4`` (H.264 at the source's frame rate); returns the frame count."""
+    import av
+
+    frames_dir = out / f"{path.stem}_pred"
+    video_out = out / f"{path.stem}_overlay.mp4"
+    tmp = video_out.with_name(f".{video_out.name}.tmp.mp4")
+    try:
+        count = _transcode(av, path, tmp, frames_dir, segment, classes)
+        os.replace(tmp, video_out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _transcode(av, path: Path, tmp: Path, frames_dir: Path, segment, classes: ClassSet) -> int:
+    count = 0
+    with av.open(str(path)) as source:
+        stream = source.streams.video[0]
+        rate = stream.average_rate or 25
+        with av.open(str(tmp), "w") as sink:
+            encoder = None
+            for frame in source.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24")
+                pred = segment(rgb)[1]
+                _save_png(frames_dir / f"{count:06d}.png", pred)
+                mixed = overlay(rgb, colorize(pred, classes.palette))
+                if encoder is None:
+                    encoder = sink.add_stream("libx264", rate=rate)
+                    encoder.width, encoder.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+                    encoder.pix_fmt = "yuv420p"
+                mixed = np.ascontiguousarray(mixed[: encoder.height, : encoder.width])
+                sink.mux(encoder.encode(av.VideoFrame.from_ndarray(mixed, format="rgb24")))
+                count += 1
+            if encoder is None:
+                raise UsageError("no video frames")
+            sink.mux(encoder.encode())
+    return count
 
 
 def run_inference(
@@ -162,13 +262,14 @@ def run_inference(
     timing_file: str | Path | None = None,
     pictures: bool = True,
     progress: bool = True,
+    label_ids: bool = False,
 ) -> InferenceReport:
     """Segment every input image; see the module docstring for what is written."""
     predictor = load_predictor(model, backend, device)
     classes = predictor.classes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = _inputs([Path(p) for p in inputs])
+    files = find_inputs([Path(p) for p in inputs])
     if not files:
         raise UsageError(f"no images found in {', '.join(str(p) for p in inputs)}")
     target = predictor.fixed_size or resize
@@ -176,8 +277,38 @@ def run_inference(
     if label_files is not None and target is None:
         raise UsageError("--labels computes the seed's metric at the model's size: give --resize")
     cm = ConfusionMatrix(classes.num_classes, classes.void) if label_files is not None else None
+    lut = class_to_label_id(classes) if label_ids else None
+    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+    if videos and importlib.util.find_spec("av") is None:
+        raise UsageError(f"{videos[0]}: video needs PyAV: pip install 'enet[video]'")
     report = InferenceReport()
-    for path in tqdm(files, desc="infer", unit="img", disable=not progress):
+
+    def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """H x W x 3 uint8 -> class indices at the model's resolution and at the input's."""
+        h, w = rgb.shape[:2]
+        arr = np.asarray(Image.fromarray(rgb).resize(target, Image.BILINEAR)) if target else rgb
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255)
+        ph, pw = -x.shape[2] % SIZE_MULTIPLE, -x.shape[3] % SIZE_MULTIPLE
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        start = time.perf_counter()
+        logits = predictor(x.numpy())
+        report.latency_ms.append((time.perf_counter() - start) * 1e3)
+        small = logits[0].argmax(0)[: arr.shape[0], : arr.shape[1]].astype(np.uint8)
+        if small.shape == (h, w):
+            return small, small
+        return small, np.asarray(Image.fromarray(small).resize((w, h), Image.NEAREST))
+
+    for path in tqdm(files, desc="infer", unit="file", disable=not progress):
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            try:
+                _segment_video(path, out, segment, classes)
+            except Exception as exc:
+                print(f"warning: {path}: unreadable video, skipped ({exc})")
+                report.failed.append(str(path))
+                continue
+            report.processed += 1
+            continue
         try:
             with Image.open(path) as im:
                 image = im.convert("RGB")
@@ -185,20 +316,8 @@ def run_inference(
             print(f"warning: {path}: unreadable image, skipped ({exc})")
             report.failed.append(str(path))
             continue
-        w, h = image.size
-        if target is not None:
-            arr = np.asarray(image.resize(target, Image.BILINEAR))
-        else:
-            arr = np.asarray(image)
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255)
-        ph = -x.shape[2] % SIZE_MULTIPLE
-        pw = -x.shape[3] % SIZE_MULTIPLE
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        start = time.perf_counter()
-        logits = predictor(x.numpy())
-        report.latency_ms.append((time.perf_counter() - start) * 1e3)
-        pred = logits[0].argmax(0)[: arr.shape[0], : arr.shape[1]].astype(np.uint8)
+        rgb = np.asarray(image)
+        small, pred = segment(rgb)
         key = frame_key(path.stem)
         if cm is not None:
             label_file = label_files.get(key)
@@ -209,25 +328,21 @@ def run_inference(
                     target, Image.NEAREST
                 )
                 cm.update(
-                    torch.from_numpy(pred.astype(np.int64)),
+                    torch.from_numpy(small.astype(np.int64)),
                     torch.from_numpy(np.asarray(lbl).astype(np.int64)),
                 )
-        if pred.shape != (h, w):
-            pred = np.asarray(Image.fromarray(pred).resize((w, h), Image.NEAREST))
-        rel = path.stem
-        atomic_write(out / f"{rel}_pred.png", lambda f, p=pred: Image.fromarray(p).save(f, "PNG"))
+        _save_png(out / f"{path.stem}_pred.png", pred)
+        if lut is not None:  # the benchmark's naming: <city>_<seq>_<frame>*.png, label ids
+            _save_png(out / "labelIds" / f"{key}_leftImg8bit.png", lut[pred])
         if pictures:
             color = colorize(pred, classes.palette)
-            atomic_write(
-                out / f"{rel}_color.png", lambda f, c=color: Image.fromarray(c).save(f, "PNG")
-            )
-            mixed = overlay(np.asarray(image), color)
-            atomic_write(
-                out / f"{rel}_overlay.png", lambda f, m=mixed: Image.fromarray(m).save(f, "PNG")
-            )
+            _save_png(out / f"{path.stem}_color.png", color)
+            _save_png(out / f"{path.stem}_overlay.png", overlay(rgb, color))
         report.processed += 1
     if report.processed == 0:
         raise EnetError(f"none of the {len(files)} inputs could be read")
+    if not report.latency_ms:
+        raise EnetError("the inputs held no frames")
     if cm is not None:
         iou = cm.iou()
         text = f"mean_iou:  {float(iou.mean())}\niou_class:  {iou}\n"

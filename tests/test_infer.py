@@ -11,7 +11,7 @@ from PIL import Image
 from enet.checkpoint import load_checkpoint
 from enet.cli import main
 from enet.convert import convert_checkpoint
-from enet.evaluate import evaluate_checkpoint
+from enet.evaluate import evaluate_checkpoint, evaluate_cityscapes
 from enet.infer import run_inference
 
 from .conftest import DATA, MINDSPORE, require
@@ -41,7 +41,7 @@ def test_310_metric_equals_enet_eval(seed_ckpt, tmp_path):
     text = (tmp_path / "out" / "metric.txt").read_text()
     assert text.startswith("mean_iou:  ") and "iou_class:  [" in text
     timing = __import__("json").loads((tmp_path / "out" / "timing.json").read_text())
-    assert set(timing["latency_ms"]) == {"mean", "p50", "p90"} and timing["images"] == 4
+    assert set(timing["latency_ms"]) == {"mean", "p50", "p90"} and timing["frames"] == 4
 
 
 def test_any_size_is_padded_and_cropped_back(seed_ckpt, tmp_path):
@@ -95,3 +95,59 @@ def test_bundled_camvid_model_segments_real_test_frames(tmp_path):
         pred = np.asarray(Image.open(tmp_path / f"{label_path.stem}_pred.png"))
         known = label < 11
         assert (pred[known] == label[known]).mean() > 0.8, label_path.name
+
+
+def _write_video(path, frames: list[np.ndarray]) -> None:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as sink:
+        stream = sink.add_stream("libx264", rate=5)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for rgb in frames:
+            sink.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        sink.mux(stream.encode())
+
+
+def test_video_in_class_maps_and_overlay_video_out(tmp_path, capsys):
+    av = pytest.importorskip("av")
+    root = require(DATA / "camvid_sample")
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(root.glob("*/*.png"))[:3]]
+    _write_video(tmp_path / "drive.mp4", frames)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video at all")
+    out = tmp_path / "out"
+    code = main(["infer", "--model", "camvid", str(tmp_path), "--out", str(out), "--no-progress"])
+    assert code == 1  # one input failed; the run went on
+    assert "broken.mp4: unreadable video, skipped" in capsys.readouterr().out
+    preds = sorted((out / "drive_pred").glob("*.png"))
+    assert [p.name for p in preds] == ["000000.png", "000001.png", "000002.png"]
+    first = np.asarray(Image.open(preds[0]))
+    assert first.shape == (360, 480) and first.max() <= 11
+    with av.open(str(out / "drive_overlay.mp4")) as video:
+        decoded = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert len(decoded) == 3 and decoded[0].shape == (360, 480, 3)
+    assert not list(out.glob(".*tmp*"))  # no half-written video left behind
+    timing = __import__("json").loads((out / "timing.json").read_text())
+    assert timing["frames"] == 3 and timing["inputs"] == 1
+
+
+def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(seed_ckpt, tmp_path):
+    root = require(DATA / "cityscapes_sample")
+    out = tmp_path / "out"
+    report = run_inference(
+        seed_ckpt,
+        [root / "leftImg8bit" / "val"],
+        out,
+        resize=(1024, 512),
+        pictures=False,
+        progress=False,
+        label_ids=True,
+    )
+    assert report.processed == 1
+    files = list((out / "labelIds").glob("*.png"))
+    assert [f.name for f in files] == ["frankfurt_000000_000576_leftImg8bit.png"]
+    ids = np.asarray(Image.open(files[0]))
+    assert ids.shape == (1024, 2048)
+    train_label_ids = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
+    assert set(np.unique(ids)) <= train_label_ids | {0}
+    result = evaluate_cityscapes(root, "val", predictions=out / "labelIds")
+    assert 0.0 <= result["mean_iou"] <= 1.0
