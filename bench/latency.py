@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from enet.checkpoint import load_checkpoint  # noqa: E402
 from enet.export import export_onnx  # noqa: E402
 from enet.model import ENet  # noqa: E402
+from enet.quantize import argmax_agreement, image_batches, ort_runner  # noqa: E402
 
 SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 SIZE = (1024, 512)
@@ -64,15 +65,6 @@ def model_gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x)
     return counter.get_total_flops() / 1e9
-
-
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -114,12 +106,10 @@ def main() -> None:
             )
 
     tmp = Path(tempfile.mkdtemp(prefix="enet-latency-"))
-    checkpoint = tmp / "camvid.pt"
-    checkpoint.write_bytes((ROOT / "enet" / "weights" / "camvid.pt").read_bytes())
     fp32 = tmp / "camvid.onnx"
-    export_onnx(checkpoint, fp32, size=SIZE)
-    session = ort_session(fp32, args.threads)
-    record("(c) ONNX Runtime fp32", median_ms(lambda: session.run(None, {"input": xn}), 5))
+    export_onnx("camvid", fp32, size=SIZE)
+    ort_fp32 = ort_runner(fp32, args.threads)
+    record("(c) ONNX Runtime fp32", median_ms(lambda: ort_fp32(xn), 5))
 
     camvid = SHARED / "data" / "camvid_sample"
     calibration = sorted(camvid.glob("train/*.png")) + sorted(camvid.glob("val/*.png"))
@@ -130,15 +120,15 @@ def main() -> None:
     if calibration:
         int8 = tmp / "camvid.int8.onnx"
         report = export_onnx(
-            checkpoint,
+            "camvid",
             int8,
             size=SIZE,
             int8_calibration=calibration,
             int8_check=check,
             min_agreement=0.0,
         )
-        session8 = ort_session(int8, args.threads)
-        record("(d) ONNX Runtime int8 QDQ", median_ms(lambda: session8.run(None, {"input": xn}), 5))
+        ort_int8 = ort_runner(int8, args.threads)
+        record("(d) ONNX Runtime int8 QDQ", median_ms(lambda: ort_int8(xn), 5))
         agreement = (report["int8_argmax_agreement"], report["int8_worst_image_agreement"])
     else:
         print(f"(d) skipped: no calibration frames under {camvid}")
@@ -149,9 +139,7 @@ def main() -> None:
 
         vino = OpenVinoPredictor(fp32, threads=args.threads)
         record("(e) OpenVINO fp32", median_ms(lambda: vino(xn), 5))
-        vino_agreement = agreement_between(
-            vino, lambda x: session.run(None, {"input": x})[0], check
-        )
+        vino_agreement = argmax_agreement(vino, ort_fp32, check, SIZE)
     except ImportError:
         print("(e) skipped: OpenVINO is not installed (pip install 'enet[openvino]')")
     else:
@@ -161,7 +149,7 @@ def main() -> None:
             print("(e') skipped: NNCF (OpenVINO's quantiser) is not installed (pip install nncf)")
         else:
             record("(e') OpenVINO int8 (NNCF, same frames)", median_ms(lambda: int8_vino(xn), 5))
-            nncf_agreement = agreement_between(int8_vino, vino, check)
+            nncf_agreement = argmax_agreement(int8_vino, vino, check, SIZE)
 
     peak = fp32_peak_gflops(args.threads)
     base = results["(a) baseline: pytorch-enet eager fp32"]
@@ -197,26 +185,10 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
 
 
-def agreement_between(a: Callable, b: Callable, images: list[Path]) -> tuple[float, float]:
-    """(pixel share where two predictors pick the same class on real frames, worst frame)."""
-    from enet.quantize import image_batches
-
-    same = total = 0
-    worst = 1.0
-    for x in image_batches(images, SIZE):
-        pa, pb = a(x).argmax(1), b(x).argmax(1)
-        agree = int((pa == pb).sum())
-        same, total = same + agree, total + pa.size
-        worst = min(worst, agree / pa.size)
-    return same / total, worst
-
-
 def nncf_int8(fp32: Path, calibration: list[Path], threads: int) -> Callable:
     """OpenVINO's own post-training int8 (NNCF, mixed preset) of the fp32 ONNX file."""
     import nncf
     import openvino as ov
-
-    from enet.quantize import image_batches
 
     core = ov.Core()
     model = core.read_model(str(fp32))

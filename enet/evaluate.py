@@ -22,10 +22,10 @@ from .data.classes import ClassSet
 from .data.dataset import PreparedDataset, open_dataset
 from .engine import evaluate_model, init_runtime, stage_weights
 from .errors import UsageError
-from .fileio import atomic_write
+from .fileio import write_png_atomic
 from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
 from .metrics import write_seed_metrics
-from .transforms import eval_transform
+from .transforms import eval_transform, model_input
 from .visualize import colorize, legend, overlay, plot_confusion
 
 __all__ = ["evaluate_checkpoint", "evaluate_cityscapes", "evaluate_path", "metric_path"]
@@ -65,9 +65,7 @@ def _save_pictures(model, dataset, classes: ClassSet, folder: Path, count: int, 
         sheet = np.concatenate([rgb, overlay(rgb, pred_rgb), pred_rgb, truth], axis=1)
         sheet = np.concatenate([sheet, legend(classes.names, classes.palette, sheet.shape[1])])
         key = dataset.keys[i]
-        atomic_write(
-            folder / f"{key}_sheet.png", lambda f, s=sheet: Image.fromarray(s).save(f, "PNG")
-        )
+        write_png_atomic(folder / f"{key}_sheet.png", sheet)
 
 
 def evaluate_checkpoint(
@@ -238,8 +236,7 @@ def evaluate_cityscapes(
         image_file = Path(root) / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png"
         with Image.open(image_file) as im:
             full = im.convert("RGB")
-        x = torch.from_numpy(np.asarray(full.resize((w, h), Image.BILINEAR)).copy())
-        x = x.permute(2, 0, 1)[None].float().div(255).to(rt.device)
+        x = torch.from_numpy(model_input(np.asarray(full), (w, h))).to(rt.device)
         with torch.inference_mode():
             logits = model(x)
             logits = torch.nn.functional.interpolate(
@@ -248,7 +245,5 @@ def evaluate_cityscapes(
             pred = lut[logits.argmax(1)[0].cpu().numpy().astype(np.uint8)]
         _add_to(evaluator, pred, gt_file)
         if out_dir is not None:
-            target = out_dir / city / f"{key}_leftImg8bit.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda f, p=pred: Image.fromarray(p).save(f, "PNG"))
+            write_png_atomic(out_dir / city / f"{key}_leftImg8bit.png", pred)
     return evaluator.results()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json_atomic"]
+__all__ = ["atomic_write", "write_json_atomic", "write_png_atomic"]
 
 
 def _umask() -> int:
@@ -39,3 +39,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], text: bool 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda f: json.dump(obj, f, indent=1), text=True)
+
+
+def write_png_atomic(path: str | Path, array: Any) -> Path:
+    """An H x W (x 3) uint8 array as a PNG."""
+    from PIL import Image
+
+    return atomic_write(path, lambda f: Image.fromarray(array).save(f, "PNG"))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -28,9 +27,10 @@ from .data.cityscapes import frame_key, to_class_ids
 from .data.classes import ClassSet
 from .errors import EnetError, UsageError
 from .evaluate import class_to_label_id
-from .fileio import atomic_write, write_json_atomic
+from .fileio import atomic_write, write_json_atomic, write_png_atomic
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
+from .transforms import model_input
 from .visualize import colorize, overlay
 
 __all__ = ["InferenceReport", "find_inputs", "load_predictor", "run_inference"]
@@ -205,28 +205,23 @@ class InferenceReport:
         }
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: Image.fromarray(array).save(f, "PNG"))
-
-
 def _segment_video(path: Path, out: Path, segment, classes: ClassSet) -> int:
     """Every frame of ``path`` -> ``<stem>_pred/<frame>.png`` class maps and a colourised
     ``<stem>_overlay.mp4`` (H.264 at the source's frame rate); returns the frame count."""
-    import av
-
     frames_dir = out / f"{path.stem}_pred"
     video_out = out / f"{path.stem}_overlay.mp4"
     tmp = video_out.with_name(f".{video_out.name}.tmp.mp4")
     try:
-        count = _transcode(av, path, tmp, frames_dir, segment, classes)
+        count = _transcode(path, tmp, frames_dir, segment, classes)
         os.replace(tmp, video_out)
     finally:
         tmp.unlink(missing_ok=True)
     return count
 
 
-def _transcode(av, path: Path, tmp: Path, frames_dir: Path, segment, classes: ClassSet) -> int:
+def _transcode(path: Path, tmp: Path, frames_dir: Path, segment, classes: ClassSet) -> int:
+    import av
+
     count = 0
     with av.open(str(path)) as source:
         stream = source.streams.video[0]
@@ -236,7 +231,7 @@ def _transcode(av, path: Path, tmp: Path, frames_dir: Path, segment, classes: Cl
             for frame in source.decode(stream):
                 rgb = frame.to_ndarray(format="rgb24")
                 pred = segment(rgb)[1]
-                _save_png(frames_dir / f"{count:06d}.png", pred)
+                write_png_atomic(frames_dir / f"{count:06d}.png", pred)
                 mixed = overlay(rgb, colorize(pred, classes.palette))
                 if encoder is None:
                     encoder = sink.add_stream("libx264", rate=rate)
@@ -286,15 +281,13 @@ def run_inference(
     def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """H x W x 3 uint8 -> class indices at the model's resolution and at the input's."""
         h, w = rgb.shape[:2]
-        arr = np.asarray(Image.fromarray(rgb).resize(target, Image.BILINEAR)) if target else rgb
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255)
-        ph, pw = -x.shape[2] % SIZE_MULTIPLE, -x.shape[3] % SIZE_MULTIPLE
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x = model_input(rgb, target)
+        mh, mw = x.shape[2:]
+        x = np.pad(x, ((0, 0), (0, 0), (0, -mh % SIZE_MULTIPLE), (0, -mw % SIZE_MULTIPLE)), "edge")
         start = time.perf_counter()
-        logits = predictor(x.numpy())
+        logits = predictor(x)
         report.latency_ms.append((time.perf_counter() - start) * 1e3)
-        small = logits[0].argmax(0)[: arr.shape[0], : arr.shape[1]].astype(np.uint8)
+        small = logits[0].argmax(0)[:mh, :mw].astype(np.uint8)
         if small.shape == (h, w):
             return small, small
         return small, np.asarray(Image.fromarray(small).resize((w, h), Image.NEAREST))
@@ -331,13 +324,13 @@ def run_inference(
                     torch.from_numpy(small.astype(np.int64)),
                     torch.from_numpy(np.asarray(lbl).astype(np.int64)),
                 )
-        _save_png(out / f"{path.stem}_pred.png", pred)
+        write_png_atomic(out / f"{path.stem}_pred.png", pred)
         if lut is not None:  # the benchmark's naming: <city>_<seq>_<frame>*.png, label ids
-            _save_png(out / "labelIds" / f"{key}_leftImg8bit.png", lut[pred])
+            write_png_atomic(out / "labelIds" / f"{key}_leftImg8bit.png", lut[pred])
         if pictures:
             color = colorize(pred, classes.palette)
-            _save_png(out / f"{path.stem}_color.png", color)
-            _save_png(out / f"{path.stem}_overlay.png", overlay(rgb, color))
+            write_png_atomic(out / f"{path.stem}_color.png", color)
+            write_png_atomic(out / f"{path.stem}_overlay.png", overlay(rgb, color))
         report.processed += 1
     if report.processed == 0:
         raise EnetError(f"none of the {len(files)} inputs could be read")

@@ -12,15 +12,23 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .errors import EnetError
+from .transforms import model_input
 
-__all__ = ["QuantizationError", "argmax_agreement", "image_batches", "quantize_int8"]
+__all__ = [
+    "QuantizationError",
+    "argmax_agreement",
+    "image_batches",
+    "ort_runner",
+    "ort_session",
+    "quantize_int8",
+]
 
 
 class QuantizationError(EnetError):
@@ -28,36 +36,44 @@ class QuantizationError(EnetError):
 
 
 def image_batches(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """1 x 3 x H x W float32 inputs (RGB / 255, resized to ``size`` = (width, height))."""
+    """The model inputs of image files, resized to ``size`` = (width, height)."""
     for path in paths:
         try:
             with Image.open(path) as im:
-                image = im.convert("RGB").resize(size, Image.BILINEAR)
+                rgb = np.asarray(im.convert("RGB"))
         except Exception as exc:
             raise QuantizationError(f"{path}: unreadable image ({exc})") from None
-        arr = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255
-        yield np.ascontiguousarray(arr)
+        yield model_input(rgb, size)
 
 
-def _session(path: Path, threads: int | None = None):
+def ort_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session (``threads`` intra-op threads; default: all cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def ort_runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """input -> logits through ONNX Runtime."""
+    session = ort_session(path, threads)
+    return lambda x: session.run(None, {"input": x})[0]
+
+
 def argmax_agreement(
-    fp32: Path, int8: Path, images: list[Path], size: tuple[int, int]
+    a: Callable[[np.ndarray], np.ndarray],
+    b: Callable[[np.ndarray], np.ndarray],
+    images: list[Path],
+    size: tuple[int, int],
 ) -> tuple[float, float]:
-    """(share of pixels where both models pick the same class, worst single image)."""
-    a, b = _session(fp32), _session(int8)
+    """(share of pixels where two models pick the same class, worst single image)."""
     same = total = 0
     worst = 1.0
     for x in image_batches(images, size):
-        pa = a.run(None, {"input": x})[0].argmax(1)
-        pb = b.run(None, {"input": x})[0].argmax(1)
+        pa, pb = a(x).argmax(1), b(x).argmax(1)
         agree = int((pa == pb).sum())
         same, total = same + agree, total + pa.size
         worst = min(worst, agree / pa.size)
@@ -66,7 +82,7 @@ def argmax_agreement(
 
 def latency_ms(path: Path, size: tuple[int, int], repeats: int = 5) -> float:
     """Median wall time of one 1 x 3 x H x W call (after one warm-up call)."""
-    session = _session(path)
+    session = ort_session(path)
     x = np.random.default_rng(0).random((1, 3, size[1], size[0]), dtype=np.float32)
     session.run(None, {"input": x})
     times = []
