@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from enet.checkpoint import load_checkpoint  # noqa: E402
 from enet.export import export_onnx  # noqa: E402
+from enet.infer import compile_for_inference  # noqa: E402
 from enet.model import ENet  # noqa: E402
 from enet.quantize import argmax_agreement, image_batches, ort_runner  # noqa: E402
 
@@ -93,13 +94,9 @@ def main() -> None:
     gflop = model_gflop(model, x)
 
     if not args.skip_compile:
-        import torch._inductor.config as inductor
-
-        inductor.freezing = True  # fold BN into the convs, constant weights
         cl = x.contiguous(memory_format=torch.channels_last)
-        fast = model.to(memory_format=torch.channels_last)
+        compiled = compile_for_inference(model.to(memory_format=torch.channels_last))
         with torch.inference_mode():
-            compiled = torch.compile(fast)
             record(
                 "(b) PyTorch compile+freezing channels_last",
                 median_ms(lambda: compiled(cl), args.repeats),

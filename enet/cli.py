@@ -245,6 +245,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         not args.no_pictures,
         not args.no_progress,
         args.label_ids,
+        args.compile,
     )
     t = report.timing()
     print(
@@ -511,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write Cityscapes label-id PNGs at the input's resolution, named for a "
         "benchmark submission (OUT/labelIds/<city>_<seq>_<frame>_leftImg8bit.png)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="checkpoints: torch.compile with BatchNorm folded, the fastest fp32 CPU path "
+        "after a minute or more of compilation per input size (for folders and videos)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_infer)

@@ -33,6 +33,9 @@ class StageConfig:
     #: "auto" (the seed's tables for Cityscapes, else "enet"), "seed_encoder", "seed_decoder",
     #: "enet", "median_frequency" (from the prepared manifest) or "uniform".
     weights: str
+    #: with ``compile``: whether this stage is compiled (compiling ENet's training step takes
+    #: ~2 min on two CPU cores, so it pays off only for a stage of several hundred steps)
+    compile: bool = True
 
 
 def _seed_stages() -> dict[str, StageConfig]:

@@ -42,7 +42,7 @@ from .model import ENet, transfer_encoder
 from .transforms import eval_transform, train_transform
 from .visualize import plot_curves
 
-__all__ = ["SeededSampler", "evaluate_model", "poly_lr", "train"]
+__all__ = ["SeededSampler", "evaluate_model", "poly_lr", "read_log", "train"]
 
 STAGE_PREFIX = {1: "Encoder", 2: "Encoder_1", 3: "ENet"}  # the seed's file stems (SPEC 4.5)
 FINAL_NAME = {1: "Encoder_stage1.pt", 2: "Encoder_stage2.pt", 3: "ENet_stage3.pt"}
@@ -351,7 +351,7 @@ def _log(run: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _read_log(run: Path) -> list[dict]:
+def read_log(run: Path) -> list[dict]:
     path = run / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -381,7 +381,11 @@ def fit_stage(
             raise UsageError("--sync-bn needs CUDA devices")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        foreach=True,  # a few batched ops over ENet's ~300 small tensors, not a loop over them
     )
     scaler = torch.amp.GradScaler(rt.device.type) if cfg.amp == "fp16" else None
     start_epoch, best = 0, -1.0
@@ -394,7 +398,7 @@ def fit_stage(
     if rt.distributed:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if cfg.compile:
+    if cfg.compile and sc.compile:
         net = torch.compile(net, mode=cfg.compile_mode or None)
     weight = stage_weights(manifest, sc.weights, stage, classes).to(rt.device)
     train_loader, val_loader = _make_loaders(cfg, stage, rt, val=rt.main)
@@ -525,7 +529,7 @@ def train(
         if state is not None:  # drop log rows written after the checkpoint we resume from
             keep = [
                 r
-                for r in _read_log(run)
+                for r in read_log(run)
                 if (r["stage"], r["epoch"]) <= (state["stage"], state["epoch"])
             ]
             atomic_write(
@@ -557,7 +561,7 @@ def train(
         if writer is not None:
             writer.close()
     if rt.main:
-        rows = _read_log(run)
+        rows = read_log(run)
         if rows:
             plot_curves(rows, run / "curves.png", title=f"{run.name}: {cfg.variant} ENet")
     if rt.distributed:

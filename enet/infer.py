@@ -33,7 +33,13 @@ from .model import SIZE_MULTIPLE
 from .transforms import model_input
 from .visualize import colorize, overlay
 
-__all__ = ["InferenceReport", "find_inputs", "load_predictor", "run_inference"]
+__all__ = [
+    "InferenceReport",
+    "compile_for_inference",
+    "find_inputs",
+    "load_predictor",
+    "run_inference",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -101,18 +107,26 @@ def _has_openvino() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-class TorchPredictor:
-    """PyTorch eager on an enet checkpoint (inference mode, channels_last)."""
+def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile with freezing: weights become constants and BatchNorm folds into the
+    convolutions. The fastest fp32 path on a CPU (bench/latency.py), after a compilation
+    of a minute or more per input size: worth it for folders and videos, not one image."""
+    return torch.compile(model.eval(), options={"freezing": True})
 
-    def __init__(self, path: Path, device: str = "auto") -> None:
+
+class TorchPredictor:
+    """PyTorch on an enet checkpoint (inference mode, channels_last; compiled on request)."""
+
+    def __init__(self, path: Path, device: str = "auto", compile: bool = False) -> None:
         dev = "cuda" if device == "auto" and torch.cuda.is_available() else device
         self.device = torch.device("cpu" if dev == "auto" else dev)
-        self.model = load_checkpoint(path, self.device).to(memory_format=torch.channels_last)
-        if self.model.encoder_only:
+        model = load_checkpoint(path, self.device).to(memory_format=torch.channels_last)
+        if model.encoder_only:
             raise UsageError(f"{path}: an encoder checkpoint predicts at 1/8; use a full ENet")
-        self.classes = self.model.classes
+        self.classes = model.classes
+        self.model = compile_for_inference(model) if compile else model
         self.fixed_size = None
-        self.name = f"pytorch ({self.device.type})"
+        self.name = f"pytorch{' compiled' if compile else ''} ({self.device.type})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
@@ -120,16 +134,21 @@ class TorchPredictor:
             return self.model(t).float().cpu().numpy()
 
 
-def load_predictor(model: str | Path, backend: str = "auto", device: str = "auto"):
+def load_predictor(
+    model: str | Path, backend: str = "auto", device: str = "auto", compile: bool = False
+):
     """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
     ``backend``: auto, onnx (ONNX Runtime), openvino or torch. auto takes the fastest that
     fits: OpenVINO for an fp32 ONNX file on the CPU when installed, ONNX Runtime for other
-    ONNX files (int8 QDQ, CUDA), PyTorch for checkpoints."""
+    ONNX files (int8 QDQ, CUDA), PyTorch for checkpoints. ``compile``: PyTorch only, see
+    ``compile_for_inference``."""
     path = resolve_checkpoint(model)
     if not path.is_file():
         known = ", ".join(bundled_models())
         raise UsageError(f"{path}: no such model file (bundled models: {known})")
     is_onnx = path.suffix == ".onnx"
+    if compile and is_onnx:
+        raise UsageError(f"{path}: --compile is for checkpoints (the PyTorch backend)")
     if backend == "auto":
         backend = "torch"
         if is_onnx:
@@ -146,7 +165,9 @@ def load_predictor(model: str | Path, backend: str = "auto", device: str = "auto
         if not _has_openvino():
             raise UsageError("--backend openvino needs OpenVINO: pip install 'enet[openvino]'")
         return OpenVinoPredictor(path)
-    return OnnxPredictor(path, device) if backend == "onnx" else TorchPredictor(path, device)
+    if backend == "onnx":
+        return OnnxPredictor(path, device)
+    return TorchPredictor(path, device, compile)
 
 
 def find_inputs(
@@ -258,9 +279,10 @@ def run_inference(
     pictures: bool = True,
     progress: bool = True,
     label_ids: bool = False,
+    compile: bool = False,
 ) -> InferenceReport:
     """Segment every input image; see the module docstring for what is written."""
-    predictor = load_predictor(model, backend, device)
+    predictor = load_predictor(model, backend, device, compile)
     classes = predictor.classes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

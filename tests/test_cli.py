@@ -49,6 +49,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
         "val_images": 4,
         "epochs": (1, 1, 2),
         "batch_size": 4,
+        "compile": False,  # compiling takes minutes; tests/test_engine.py covers the switch
     }
     summary = run_demo(tmp_path, tiny, check=False)
     metric = Path(summary["metrics"]).read_text().splitlines()

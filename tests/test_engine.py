@@ -311,3 +311,20 @@ def test_camvid_preset_trains_the_full_net_from_scratch(tiny_data, tmp_path):
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == [3]
     assert not (run / "Encoder_stage2.pt").exists() and (run / "ENet_stage3.pt").is_file()
+
+
+def test_compile_applies_to_the_stages_that_ask_for_it(tiny_data, tmp_path, monkeypatch):
+    """The demo compiles stage 3 only: compiling costs minutes that short stages never repay."""
+    compiled = []
+
+    def fake_compile(module, **kwargs):
+        compiled.append(module.encoder_only)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = tiny_config(
+        tiny_data, tmp_path / "r", (1, 1, 1), compile=True, **{"stage2.compile": False}
+    )
+    train(cfg, "all", progress=False)
+    assert compiled == [True, False]  # stage 1 (encoder) and stage 3 (full), not stage 2
+    assert load_config(None, **{"stage1.compile": "false"}).stage1.compile is False

@@ -3,6 +3,8 @@ round-trips, unreadable files are skipped with a failing exit code."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from PIL import Image
 from enet.checkpoint import load_checkpoint
 from enet.cli import main
 from enet.convert import convert_checkpoint
+from enet.errors import UsageError
 from enet.evaluate import evaluate_checkpoint, evaluate_cityscapes
 from enet.infer import run_inference
 
@@ -95,6 +98,27 @@ def test_bundled_camvid_model_segments_real_test_frames(tmp_path):
         pred = np.asarray(Image.open(tmp_path / f"{label_path.stem}_pred.png"))
         known = label < 11
         assert (pred[known] == label[known]).mean() > 0.8, label_path.name
+
+
+def test_compiled_pytorch_path_predicts_what_eager_does(tmp_path):
+    """--compile (BatchNorm folded into the convolutions) changes the speed, not the answer."""
+    root = require(DATA / "camvid_sample")
+    preds = {}
+    for compiled in (False, True):
+        out = tmp_path / str(compiled)
+        run_inference(
+            "camvid", [root / "test"], out, pictures=False, progress=False, compile=compiled
+        )
+        timing = json.loads((out / "timing.json").read_text())
+        assert timing["backend"] == f"pytorch{' compiled' if compiled else ''} (cpu)"
+        preds[compiled] = [np.asarray(Image.open(p)) for p in sorted(out.glob("*_pred.png"))]
+    assert len(preds[True]) == 2
+    for eager, fast in zip(preds[False], preds[True], strict=True):
+        assert (eager == fast).mean() > 0.999
+    onnx_model = tmp_path / "x.onnx"
+    onnx_model.write_bytes(b"")
+    with pytest.raises(UsageError, match="--compile is for checkpoints"):
+        run_inference(onnx_model, [root / "test"], tmp_path / "o", compile=True)
 
 
 def _write_video(path, frames: list[np.ndarray]) -> None:
