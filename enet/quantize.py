@@ -98,7 +98,6 @@ def quantize_int8(
     out: Path,
     calibration: list[Path],
     size: tuple[int, int],
-    method: str = "minmax",
 ) -> None:
     """Write the QDQ int8 version of ``fp32`` to ``out`` (calibrated on ``calibration``)."""
     from onnxruntime.quantization import (
@@ -112,13 +111,6 @@ def quantize_int8(
 
     if not calibration:
         raise QuantizationError("int8 calibration needs at least one image (--calib DIR)")
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
-        raise QuantizationError(f"calibration method must be one of {sorted(methods)}")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -141,6 +133,8 @@ def quantize_int8(
             # which OpenVINO could also run, lost 4 points of pixel agreement).
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
+            # Min-max over a few images: more images widened the ranges and lost agreement,
+            # percentile calibration did no better (measured on the CamVid model).
+            calibrate_method=CalibrationMethod.MinMax,
         )
         os.replace(Path(tmp) / "int8.onnx", out)

@@ -79,8 +79,8 @@ def train_one(name: str, seed: int, prepared: Path, run: Path, device: str) -> d
 
     torch.backends.cudnn.allow_tf32 = False  # the CPU computes in plain fp32
     torch.backends.cuda.matmul.allow_tf32 = False
-    settings = settings_of(name, seed)
-    cfg = demo_config(prepared, run, settings, device=device, compile=False)
+    settings = {**settings_of(name, seed), "compile": False}  # the step's numbers, not speed
+    cfg = demo_config(prepared, run, settings, device=device)
     start = time.perf_counter()
     last = read_log(train(cfg, "all", progress=False))[-1]
     e1, e2, e3 = settings["epochs"]
@@ -93,8 +93,7 @@ def train_one(name: str, seed: int, prepared: Path, run: Path, device: str) -> d
         "stage3_steps": steps3,
         "images": (e1 + e2 + e3) * settings["train_images"],
         "seconds": round(time.perf_counter() - start, 1),
-        "settings": {k: v for k, v in settings.items() if k != "overrides"}
-        | {"overrides": settings["overrides"]},
+        "settings": settings,
     }
 
 
@@ -121,8 +120,9 @@ def main() -> None:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     names = [f"{v}@{s}" for v in variants for s in args.seeds.split(",")]
     prepared = args.prepared or prepare_data(args.out)
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if args.jobs > 1 else "", "PYTHONUNBUFFERED": "1"}
-    env = {k: v for k, v in env.items() if v}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.jobs > 1:  # the jobs share the cores
+        env["OMP_NUM_THREADS"] = "1"
     pending, running, failed = list(names), {}, []
     while pending or running:
         while pending and len(running) < args.jobs:
