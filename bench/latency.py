@@ -5,18 +5,20 @@
 Paths: (a) baseline: the ``pytorch-enet`` variant in eager fp32 (PyTorch-ENet's own setup);
 (b) our fastest PyTorch path: torch.compile with freezing (BatchNorm folded into the
 convolutions, weights constant-folded), channels_last, inference_mode; (c) ONNX Runtime fp32
-on ``enet export``'s file; (d) ONNX Runtime int8 (QDQ, per-channel, calibrated on real CamVid
-frames); (e) OpenVINO fp32 on the same ONNX file. bf16 is left out where the CPU has no AMX
-(without it bf16 runs slower than fp32 here). Our paths run the shipped CamVid model; the
-reduced-precision path is judged by its per-pixel argmax agreement with fp32 on the real
-frames of ../shared/data that calibration did not see. Prints ms, the speed-up over (a)
-measured in this same run, GFLOP/s and the share of the fp32 peak measured here (a large
-matrix product on the same threads).
+on ``enet export``'s file; (d) ``enet export --int8``'s file (QDQ, per-channel weights,
+calibrated on real CamVid frames) as ``enet infer`` runs it on a CPU: on OpenVINO when
+installed, (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 ONNX file. bf16 is left out
+where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our paths run the
+shipped CamVid model; the reduced-precision path is judged by its per-pixel argmax agreement
+with fp32 on the real frames of ../shared/data that calibration did not see. Prints ms, the
+speed-up over (a) measured in this same run, GFLOP/s and the share of the fp32 peak measured
+here (a large matrix product on the same threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -34,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from enet.checkpoint import load_checkpoint  # noqa: E402
 from enet.export import export_onnx  # noqa: E402
-from enet.infer import compile_for_inference  # noqa: E402
+from enet.infer import OpenVinoPredictor, compile_for_inference  # noqa: E402
 from enet.model import ENet  # noqa: E402
-from enet.quantize import argmax_agreement, image_batches, ort_runner  # noqa: E402
+from enet.quantize import argmax_agreement, ort_runner  # noqa: E402
 
 SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 SIZE = (1024, 512)
@@ -126,29 +128,24 @@ def main() -> None:
         export_onnx("camvid", fp32, size=SIZE)
     ort_fp32 = ort_runner(fp32, args.threads)
     record("(c) ONNX Runtime fp32", median_ms(lambda: ort_fp32(xn), 5))
-    if int8 is not None:
-        ort_int8 = ort_runner(int8, args.threads)
-        record("(d) ONNX Runtime int8 QDQ", median_ms(lambda: ort_int8(xn), 5))
-    else:
+
+    has_openvino = importlib.util.find_spec("openvino") is not None
+    if int8 is None:
         print(f"(d) skipped: no calibration frames under {camvid}")
+    else:
+        if has_openvino:
+            vino_int8 = OpenVinoPredictor(int8, threads=args.threads)
+            record("(d) int8 QDQ on OpenVINO", median_ms(lambda: vino_int8(xn), 5))
+        ort_int8 = ort_runner(int8, args.threads)
+        record("(d') int8 QDQ on ONNX Runtime", median_ms(lambda: ort_int8(xn), 5))
 
-    vino_agreement = nncf_agreement = None
-    try:
-        from enet.infer import OpenVinoPredictor
-
+    vino_agreement = None
+    if not has_openvino:
+        print("(e) skipped: OpenVINO is not installed (pip install 'enet[openvino]')")
+    else:
         vino = OpenVinoPredictor(fp32, threads=args.threads)
         record("(e) OpenVINO fp32", median_ms(lambda: vino(xn), 5))
         vino_agreement = argmax_agreement(vino, ort_fp32, check, SIZE)
-    except ImportError:
-        print("(e) skipped: OpenVINO is not installed (pip install 'enet[openvino]')")
-    else:
-        try:
-            int8_vino = nncf_int8(fp32, calibration, args.threads)
-        except ImportError:
-            print("(e') skipped: NNCF (OpenVINO's quantiser) is not installed (pip install nncf)")
-        else:
-            record("(e') OpenVINO int8 (NNCF, same frames)", median_ms(lambda: int8_vino(xn), 5))
-            nncf_agreement = argmax_agreement(int8_vino, vino, check, SIZE)
 
     peak = fp32_peak_gflops(args.threads)
     base = results["(a) baseline: pytorch-enet eager fp32"]
@@ -159,16 +156,11 @@ def main() -> None:
         print(f"{name:46s} {ms:8.1f} {base / ms:8.2f}x {rate:8.1f} {rate / peak:8.1%}")
     if agreement is not None:
         print(
-            f"int8 vs fp32 argmax agreement on {len(check)} real frames it was not calibrated "
-            f"on: {agreement[0]:.3%} (worst frame {agreement[1]:.3%})"
+            f"int8 vs fp32 argmax agreement ({report['backend']}) on {len(check)} real frames "
+            f"it was not calibrated on: {agreement[0]:.3%} (worst frame {agreement[1]:.3%})"
         )
     if vino_agreement is not None:
         print(f"OpenVINO vs ONNX Runtime fp32 argmax agreement: {vino_agreement[0]:.4%}")
-    if nncf_agreement is not None:
-        print(
-            f"OpenVINO int8 (NNCF) vs fp32 argmax agreement: {nncf_agreement[0]:.3%} "
-            f"(worst frame {nncf_agreement[1]:.3%})"
-        )
     amx = "amx" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -179,25 +171,8 @@ def main() -> None:
         "speedup_vs_baseline": {k: base / v for k, v in results.items()},
         "int8_agreement": agreement,
         "openvino_vs_ort_fp32_agreement": vino_agreement,
-        "openvino_nncf_int8_agreement": nncf_agreement,
     }
     print(json.dumps(summary, indent=1))
-
-
-def nncf_int8(fp32: Path, calibration: list[Path], threads: int) -> Callable:
-    """OpenVINO's own post-training int8 (NNCF, mixed preset) of the fp32 ONNX file."""
-    import nncf
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(fp32))
-    data = nncf.Dataset(list(image_batches(calibration, SIZE)))
-    quantized = nncf.quantize(
-        model, data, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED
-    )
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    request = core.compile_model(quantized, "CPU", config).create_infer_request()
-    return lambda x: request.infer({0: x})[0].copy()
 
 
 if __name__ == "__main__":

@@ -223,8 +223,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(
             f"int8 (QDQ, calibrated on {r['int8_calibration_images']} images): argmax "
             f"agreement with fp32 {r['int8_argmax_agreement']:.3%} on {r['int8_check_images']} "
-            f"{where} (worst image {r['int8_worst_image_agreement']:.3%}); latency int8 "
-            f"{r['int8_latency_ms']:.1f} ms, fp32 {r['fp32_latency_ms']:.1f} ms "
+            f"{where} (worst image {r['int8_worst_image_agreement']:.3%}); latency on "
+            f"{r['backend']}: int8 {r['int8_latency_ms']:.1f} ms, fp32 "
+            f"{r['fp32_latency_ms']:.1f} ms "
             f"(fp32 model kept as {Path(r['path']).with_suffix('.fp32.onnx')})"
         )
     return 0

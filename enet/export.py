@@ -76,6 +76,20 @@ def _set_metadata(path: Path, values: dict) -> None:
     onnx.save(proto, str(path))
 
 
+def _translations() -> dict:
+    """ONNX for enet's custom ops: the seed's asymmetric bilinear x2 is exactly ONNX's Resize
+    (linear, asymmetric coordinates, edge clamped); see ``model.upsample2x_asymmetric``."""
+    from onnxscript import opset18 as op
+
+    def resize(x):
+        scales = op.Constant(value_floats=[1.0, 1.0, 2.0, 2.0])
+        return op.Resize(
+            x, None, scales, mode="linear", coordinate_transformation_mode="asymmetric"
+        )
+
+    return {torch.ops.enet.upsample2x_asymmetric.default: resize}
+
+
 def _dynamic_shapes(dynamic_batch: bool, dynamic: bool) -> dict | None:
     """Batch, and with ``dynamic`` height and width as multiples of 8 (what ENet takes)."""
     if not (dynamic_batch or dynamic):
@@ -119,7 +133,7 @@ def export_onnx(
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     shapes = _dynamic_shapes(dynamic_batch, dynamic)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -136,6 +150,7 @@ def export_onnx(
                     input_names=["input"],
                     output_names=["logits"],
                     dynamic_shapes=shapes,
+                    custom_translation_table=_translations(),
                     verbose=False,
                 )
             finally:
@@ -184,32 +199,38 @@ def _quantize(
     check: list[Path] | None,
     min_agreement: float,
 ) -> dict:
-    """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies."""
-    from .quantize import argmax_agreement, latency_ms, ort_runner, quantize_int8
+    """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies as
+    ``enet infer`` would run both files on this CPU (OpenVINO when installed)."""
+    from .infer import load_predictor
+    from .quantize import INT8_SCHEME, argmax_agreement, latency_ms, quantize_int8
 
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".int8.tmp", dir=out.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         quantize_int8(fp32, tmp, calibration, size)
+        meta = onnx_metadata(fp32)
+        meta["enet.precision"] = INT8_SCHEME
+        _set_metadata(tmp, meta)
         check = check or calibration
-        agreement, worst = argmax_agreement(ort_runner(fp32), ort_runner(tmp), check, size)
+        reference = load_predictor(fp32, device="cpu")
+        quantized = load_predictor(tmp, device="cpu")
+        agreement, worst = argmax_agreement(reference, quantized, check, size)
         report = {
             "int8_calibration_images": len(calibration),
             "int8_check_images": len(check),
             "int8_check_is_calibration": check is calibration,
             "int8_argmax_agreement": agreement,
             "int8_worst_image_agreement": worst,
-            "fp32_latency_ms": latency_ms(fp32, size),
-            "int8_latency_ms": latency_ms(tmp, size),
+            "backend": quantized.name,
+            "fp32_latency_ms": latency_ms(reference, size),
+            "int8_latency_ms": latency_ms(quantized, size),
         }
         if agreement < min_agreement:
             raise ExportError(
                 f"{out}: int8 model agrees with fp32 on {agreement:.3%} of pixels, below "
                 f"{min_agreement:.1%} (use more or more typical --calib images); nothing written"
             )
-        meta = onnx_metadata(fp32)
-        meta["enet.precision"] = "int8 QDQ, per-channel weights"
         meta["enet.int8"] = report
         _set_metadata(tmp, meta)
         os.replace(tmp, out)

@@ -1,16 +1,17 @@
 """``enet infer``: segment images or folders with an ONNX model or a checkpoint.
 
-One predictor interface, two backends (ONNX Runtime, PyTorch). Any input size: the image is
-padded to a multiple of 8 and the prediction cropped back, or (``resize``, and always for an
-ONNX model with a fixed input size) resized to the model's size and the prediction resized
-back by nearest. Per image: ``<stem>_pred.png`` (class index per pixel), ``_color.png`` and
-``_overlay.png``. With ``labels``, the seed's 310-inference metric (``metric.txt``) is computed
-at the model's size as its ``eval310.py`` does. A file that cannot be read is reported and
-skipped; the run goes on.
+One predictor interface, three backends (OpenVINO, ONNX Runtime, PyTorch). Any input size:
+the image is padded to a multiple of 8 and the prediction cropped back, or (``resize``, and
+always for an ONNX model with a fixed input size) resized to the model's size and the
+prediction resized back by nearest. Per image: ``<stem>_pred.png`` (class index per pixel),
+``_color.png`` and ``_overlay.png``. With ``labels``, the seed's 310-inference metric
+(``metric.txt``) is computed at the model's size as its ``eval310.py`` does. A file that
+cannot be read is reported and skipped; the run goes on.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import time
@@ -37,6 +38,7 @@ __all__ = [
     "InferenceReport",
     "compile_for_inference",
     "find_inputs",
+    "keep_freed_memory",
     "load_predictor",
     "run_inference",
 ]
@@ -74,8 +76,9 @@ class OnnxPredictor:
 
 
 class OpenVinoPredictor:
-    """OpenVINO on an exported fp32 file: on x86 CPUs it runs ENet well ahead of ONNX Runtime
-    (fused convolutions, reused buffers); see bench/latency.py."""
+    """OpenVINO on an exported file: on x86 CPUs it runs ENet well ahead of ONNX Runtime
+    (fused convolutions, reused buffers, int8 kernels for ``enet export --int8`` files);
+    see bench/latency.py."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import openvino as ov
@@ -85,6 +88,11 @@ class OpenVinoPredictor:
         meta = onnx_metadata(path)
         if "enet.classes" not in meta:
             raise UsageError(f"{path}: no enet metadata; export it with enet export")
+        if not _openvino_runs(meta):
+            raise UsageError(
+                f"{path}: an int8 file of the first scheme, which OpenVINO cannot run; "
+                "re-export it with enet export --int8 or use --backend onnx"
+            )
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -107,11 +115,37 @@ def _has_openvino() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+#: ``enet.precision`` of the first int8 exports, which quantised PRelu slopes: OpenVINO
+#: crashes (segfaults) compiling them.
+_FIRST_INT8_SCHEME = "int8 QDQ, per-channel weights"
+
+
+def _openvino_runs(meta: dict) -> bool:
+    return meta.get("enet.precision") != _FIRST_INT8_SCHEME
+
+
 def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """torch.compile with freezing: weights become constants and BatchNorm folds into the
     convolutions. The fastest fp32 path on a CPU (bench/latency.py), after a compilation
     of a minute or more per input size: worth it for folders and videos, not one image."""
     return torch.compile(model.eval(), options={"freezing": True})
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> None:
+    """Keep large freed blocks in the process (glibc, where present). By default glibc hands
+    each one back to the OS, so every eager 512x1024 call page-faults its activations in
+    anew: ~20,000 page faults a call, gone with this (tests/test_infer.py). ONNX Runtime,
+    OpenVINO and compiled graphs reuse their own buffers and do not need it."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's ceiling: smaller blocks come from the heap
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # and stay there when freed
 
 
 class TorchPredictor:
@@ -125,6 +159,8 @@ class TorchPredictor:
             raise UsageError(f"{path}: an encoder checkpoint predicts at 1/8; use a full ENet")
         self.classes = model.classes
         self.model = compile_for_inference(model) if compile else model
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.fixed_size = None
         self.name = f"pytorch{' compiled' if compile else ''} ({self.device.type})"
 
@@ -139,9 +175,9 @@ def load_predictor(
 ):
     """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
     ``backend``: auto, onnx (ONNX Runtime), openvino or torch. auto takes the fastest that
-    fits: OpenVINO for an fp32 ONNX file on the CPU when installed, ONNX Runtime for other
-    ONNX files (int8 QDQ, CUDA), PyTorch for checkpoints. ``compile``: PyTorch only, see
-    ``compile_for_inference``."""
+    fits: OpenVINO for an ONNX file (fp32 or int8) on the CPU when installed, ONNX Runtime
+    for other ONNX files (CUDA, the first int8 exports), PyTorch for checkpoints. ``compile``:
+    PyTorch only, see ``compile_for_inference``."""
     path = resolve_checkpoint(model)
     if not path.is_file():
         known = ", ".join(bundled_models())
@@ -154,9 +190,9 @@ def load_predictor(
         if is_onnx:
             from .export import onnx_metadata
 
-            fp32 = onnx_metadata(path).get("enet.precision", "fp32") == "fp32"
+            runs = _openvino_runs(onnx_metadata(path))
             cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-            backend = "openvino" if fp32 and cpu and _has_openvino() else "onnx"
+            backend = "openvino" if runs and cpu and _has_openvino() else "onnx"
     if backend in ("onnx", "openvino") and not is_onnx:
         raise UsageError(f"{path}: --backend {backend} needs an .onnx file (enet export makes one)")
     if backend == "torch" and is_onnx:

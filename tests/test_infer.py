@@ -4,6 +4,8 @@ round-trips, unreadable files are skipped with a failing exit code."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,9 +108,11 @@ def test_compiled_pytorch_path_predicts_what_eager_does(tmp_path):
     preds = {}
     for compiled in (False, True):
         out = tmp_path / str(compiled)
-        run_inference(
-            "camvid", [root / "test"], out, pictures=False, progress=False, compile=compiled
-        )
+        # each in a fresh process, as `enet infer` runs: after the whole suite had run in one
+        # process (OpenVINO loaded, other graphs compiled), compiling here once segfaulted
+        args = ["infer", str(root / "test"), "--model", "camvid", "--out", str(out)]
+        run = [sys.executable, "-m", "enet", *args, "--no-pictures", "--no-progress"]
+        subprocess.run(run + ["--compile"] * compiled, check=True, capture_output=True)
         timing = json.loads((out / "timing.json").read_text())
         assert timing["backend"] == f"pytorch{' compiled' if compiled else ''} (cpu)"
         preds[compiled] = [np.asarray(Image.open(p)) for p in sorted(out.glob("*_pred.png"))]
@@ -130,6 +134,32 @@ def _write_video(path, frames: list[np.ndarray]) -> None:
         for rgb in frames:
             sink.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         sink.mux(stream.encode())
+
+
+_FAULTS_PER_CALL = """
+import resource, sys, numpy as np, torch
+from enet.checkpoint import load_checkpoint
+from enet.infer import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+model, x = load_checkpoint("camvid"), torch.rand(1, 3, 512, 1024)
+with torch.inference_mode():
+    model(x), model(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        model(x)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_eager_inference_stops_page_faulting_its_activations_in():
+    def faults(mode: str) -> int:
+        run = [sys.executable, "-c", _FAULTS_PER_CALL, mode]
+        return int(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 5000 and kept < default / 20, (default, kept)
 
 
 def test_video_in_class_maps_and_overlay_video_out(tmp_path, capsys):
