@@ -18,7 +18,6 @@ here (a large matrix product on the same threads).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from enet.checkpoint import load_checkpoint  # noqa: E402
 from enet.export import export_onnx  # noqa: E402
-from enet.infer import OpenVinoPredictor, compile_for_inference  # noqa: E402
+from enet.infer import OpenVinoPredictor, compile_for_inference, has_openvino  # noqa: E402
 from enet.model import ENet  # noqa: E402
 from enet.quantize import argmax_agreement, ort_runner  # noqa: E402
 
@@ -129,18 +128,17 @@ def main() -> None:
     ort_fp32 = ort_runner(fp32, args.threads)
     record("(c) ONNX Runtime fp32", median_ms(lambda: ort_fp32(xn), 5))
 
-    has_openvino = importlib.util.find_spec("openvino") is not None
     if int8 is None:
         print(f"(d) skipped: no calibration frames under {camvid}")
     else:
-        if has_openvino:
+        if has_openvino():
             vino_int8 = OpenVinoPredictor(int8, threads=args.threads)
             record("(d) int8 QDQ on OpenVINO", median_ms(lambda: vino_int8(xn), 5))
         ort_int8 = ort_runner(int8, args.threads)
         record("(d') int8 QDQ on ONNX Runtime", median_ms(lambda: ort_int8(xn), 5))
 
     vino_agreement = None
-    if not has_openvino:
+    if not has_openvino():
         print("(e) skipped: OpenVINO is not installed (pip install 'enet[openvino]')")
     else:
         vino = OpenVinoPredictor(fp32, threads=args.threads)

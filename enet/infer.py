@@ -38,6 +38,7 @@ __all__ = [
     "InferenceReport",
     "compile_for_inference",
     "find_inputs",
+    "has_openvino",
     "keep_freed_memory",
     "load_predictor",
     "run_inference",
@@ -111,7 +112,7 @@ class OpenVinoPredictor:
         return self.request.infer({0: x})[0].copy()
 
 
-def _has_openvino() -> bool:
+def has_openvino() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
@@ -192,13 +193,13 @@ def load_predictor(
 
             runs = _openvino_runs(onnx_metadata(path))
             cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-            backend = "openvino" if runs and cpu and _has_openvino() else "onnx"
+            backend = "openvino" if runs and cpu and has_openvino() else "onnx"
     if backend in ("onnx", "openvino") and not is_onnx:
         raise UsageError(f"{path}: --backend {backend} needs an .onnx file (enet export makes one)")
     if backend == "torch" and is_onnx:
         raise UsageError(f"{path}: --backend torch needs an enet checkpoint, not ONNX")
     if backend == "openvino":
-        if not _has_openvino():
+        if not has_openvino():
             raise UsageError("--backend openvino needs OpenVINO: pip install 'enet[openvino]'")
         return OpenVinoPredictor(path)
     if backend == "onnx":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,10 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"reference data not found: {path} (set ENET_SHARED)")
     return path
+
+
+def run_enet(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, as users run it. int8 files run on OpenVINO go through it:
+    a process that has run OpenVINO's int8 kernels segfaulted when it later forked."""
+    run = [sys.executable, "-m", "enet", *args]
+    return subprocess.run(run, capture_output=True, text=True, timeout=600)

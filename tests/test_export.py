@@ -3,10 +3,7 @@ metadata round-trips, and a failed parity check leaves no file."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -21,11 +18,11 @@ from enet.convert import convert_checkpoint
 from enet.data.classes import class_set
 from enet.errors import UsageError
 from enet.export import ExportError, export_onnx, onnx_metadata
-from enet.infer import load_predictor, run_inference
+from enet.infer import has_openvino, load_predictor, run_inference
 from enet.model import ENet
 from enet.quantize import INT8_SCHEME, image_batches
 
-from .conftest import DATA, MINDSPORE, REFERENCE, require
+from .conftest import DATA, MINDSPORE, REFERENCE, require, run_enet
 
 
 def _run(path, x: np.ndarray) -> np.ndarray:
@@ -96,13 +93,6 @@ def test_dynamic_height_and_width(tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "o_pred.png")).shape == (45, 70)
 
 
-def _enet(*args: str) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process. int8 files run on OpenVINO go through it: a process that
-    has run OpenVINO's int8 kernels segfaulted when it later forked (seen in this suite)."""
-    run = [sys.executable, "-m", "enet", *args]
-    return subprocess.run(run, capture_output=True, text=True, timeout=600)
-
-
 def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
     camvid = require(DATA / "camvid_sample")
     out = tmp_path / "camvid.onnx"
@@ -110,7 +100,7 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
     calib.mkdir()
     for frame in sorted(camvid.glob("train/*.png")) + sorted(camvid.glob("val/*.png")):
         (calib / frame.name).write_bytes(frame.read_bytes())
-    done = _enet("export", "camvid", "--out", str(out), "--int8", "--calib", str(calib),
+    done = run_enet("export", "camvid", "--out", str(out), "--int8", "--calib", str(calib),
                  "--check", str(camvid / "test"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     meta = onnx_metadata(out)
@@ -130,11 +120,11 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
     assert {"Conv", "ConvTranspose"} <= quantized_inputs and "PRelu" not in quantized_inputs
 
     # ONNX Runtime and (where installed) OpenVINO run the same int8 file alike
-    backends = ["onnx"] + ["openvino"] * bool(importlib.util.find_spec("openvino"))
+    backends = ["onnx"] + ["openvino"] * has_openvino()
     preds = {}
     for backend in backends:
         dest = tmp_path / backend
-        done = _enet("infer", str(camvid / "test"), "--model", str(out), "--out", str(dest),
+        done = run_enet("infer", str(camvid / "test"), "--model", str(out), "--out", str(dest),
                      "--backend", backend, "--no-pictures", "--no-progress")  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert json.loads((dest / "timing.json").read_text())["backend"].startswith(backend)
@@ -165,7 +155,7 @@ def test_first_scheme_int8_exports_stay_on_onnx_runtime(tmp_path):
 def test_int8_below_the_agreement_floor_writes_nothing(tmp_path):
     camvid = require(DATA / "camvid_sample")
     ckpt = save_checkpoint(tmp_path / "m.pt", ENet(12).eval(), class_set("camvid"))
-    done = _enet("export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--size", "64x48",
+    done = run_enet("export", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--size", "64x48",
                  "--int8", "--calib", str(camvid / "train"), "--min-agreement", "1.01")  # fmt: skip
     assert done.returncode != 0 and "nothing written" in done.stderr
     assert "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ from enet.errors import UsageError
 from enet.evaluate import evaluate_checkpoint, evaluate_cityscapes
 from enet.infer import run_inference
 
-from .conftest import DATA, MINDSPORE, require
+from .conftest import DATA, MINDSPORE, require, run_enet
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +108,10 @@ def test_compiled_pytorch_path_predicts_what_eager_does(tmp_path):
     preds = {}
     for compiled in (False, True):
         out = tmp_path / str(compiled)
-        # each in a fresh process, as `enet infer` runs: after the whole suite had run in one
-        # process (OpenVINO loaded, other graphs compiled), compiling here once segfaulted
         args = ["infer", str(root / "test"), "--model", "camvid", "--out", str(out)]
-        run = [sys.executable, "-m", "enet", *args, "--no-pictures", "--no-progress"]
-        subprocess.run(run + ["--compile"] * compiled, check=True, capture_output=True)
+        args += ["--no-pictures", "--no-progress"] + ["--compile"] * compiled
+        done = run_enet(*args)
+        assert done.returncode == 0, done.stderr
         timing = json.loads((out / "timing.json").read_text())
         assert timing["backend"] == f"pytorch{' compiled' if compiled else ''} (cpu)"
         preds[compiled] = [np.asarray(Image.open(p)) for p in sorted(out.glob("*_pred.png"))]
