@@ -231,6 +231,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_snap(args: argparse.Namespace) -> int:
+    from .quantize import snap_checkpoint
+
+    names = snap_checkpoint(args.checkpoint, args.out)
+    print(
+        f"{args.checkpoint} -> {args.out}: weights of {len(names)} convolutions on the int8 "
+        "grid of `enet export --int8`; evaluate it (enet eval) before shipping it"
+    )
+    return 0
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from .infer import run_inference
 
@@ -477,6 +488,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--opset", type=int, default=18)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "snap",
+        help="round a checkpoint's weights to the int8 grid, so `export --int8` keeps them exact",
+        description="Round the weights of every convolution `enet export --int8` quantises to "
+        "its per-channel int8 grid and write a new checkpoint. The int8 model then differs "
+        "from the fp32 one only by its rounded activations (on the bundled CamVid model: "
+        "98.7%% -> 99.2%% pixel agreement, test mIoU unchanged). The rounding moves the fp32 "
+        "model a little: evaluate the result before shipping it.",
+    )
+    p.add_argument("checkpoint", type=Path, help="an enet checkpoint (or a bundled model's name)")
+    p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    p.set_defaults(func=_cmd_snap)
 
     p = sub.add_parser(
         "infer",

@@ -76,6 +76,12 @@ def init_runtime(device: str) -> Runtime:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise UsageError("--device cuda asked for, but torch sees no CUDA device")
+        if local_rank >= torch.cuda.device_count():
+            gpus = torch.cuda.device_count()
+            raise UsageError(
+                f"process {local_rank} of this node has no GPU: torch sees {gpus}; start at "
+                f"most {gpus} per node (torchrun --nproc_per_node {gpus}) or use --device cpu"
+            )
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:

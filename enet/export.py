@@ -77,8 +77,9 @@ def _set_metadata(path: Path, values: dict) -> None:
 
 
 def _translations() -> dict:
-    """ONNX for enet's custom ops: the seed's asymmetric bilinear x2 is exactly ONNX's Resize
-    (linear, asymmetric coordinates, edge clamped); see ``model.upsample2x_asymmetric``."""
+    """ONNX for enet's custom ops, each exactly one ONNX op (see ``enet.model``): the seed's
+    asymmetric bilinear x2 is Resize (linear, asymmetric coordinates, edge clamped); its
+    ``same`` max-pool and transposed conv pad at the end (bottom/right) only."""
     from onnxscript import opset18 as op
 
     def resize(x):
@@ -87,7 +88,19 @@ def _translations() -> dict:
             x, None, scales, mode="linear", coordinate_transformation_mode="asymmetric"
         )
 
-    return {torch.ops.enet.upsample2x_asymmetric.default: resize}
+    def max_pool(x):
+        pooled, _ = op.MaxPool(x, kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])
+        return pooled
+
+    def conv_transpose(x, weight):
+        return op.ConvTranspose(x, weight, kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])
+
+    ops = torch.ops.enet
+    return {
+        ops.upsample2x_asymmetric.default: resize,
+        ops.max_pool3x3s2_same.default: max_pool,
+        ops.conv_transpose3x3s2_same.default: conv_transpose,
+    }
 
 
 def _dynamic_shapes(dynamic_batch: bool, dynamic: bool) -> dict | None:

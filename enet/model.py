@@ -14,6 +14,7 @@ Both share one module tree, so state-dict keys differ only where the architectur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,14 +136,29 @@ def _replicate_edges(x: Tensor, dim: int, before: int, after: int) -> Tensor:
     )
 
 
+def _export_op(name: str, impl: Callable[..., Tensor], shape: Callable[..., tuple]) -> None:
+    """Register ``impl`` as the custom op ``enet::<name>``, which the modules call only under
+    ``torch.onnx.export`` and enet.export writes as one ONNX op (``export._translations``);
+    ``shape`` gives torch.export the output's shape from the inputs."""
+    op = torch.library.custom_op(f"enet::{name}", impl, mutates_args=())
+    op.register_fake(lambda *inputs: inputs[0].new_empty(shape(*inputs)))
+
+
 def max_pool3x3s2_same(x: Tensor) -> Tensor:
     """MindSpore ``MaxPool2d(3, 2, pad_mode="same")``: TF SAME padding, odd element after.
 
     For even sides that is one row/column at the bottom/right only (PyTorch's ``padding=1``
     pads both sides: same shape, other values). Replicating the edge equals -inf padding for
     a max, since the edge itself lies in every window that sees the pad, and stays finite
-    under quantisation.
+    under quantisation. Under ``torch.onnx.export`` (sides are even there: ENet's inputs are
+    multiples of 8) it is one custom op, written as ONNX's MaxPool with end pads.
     """
+    if torch.onnx.is_in_onnx_export() and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
+        return torch.ops.enet.max_pool3x3s2_same(x)
+    return _max_pool3x3s2_same(x)
+
+
+def _max_pool3x3s2_same(x: Tensor) -> Tensor:
     for dim in (-2, -1):
         n = x.shape[dim]
         total = max((math.ceil(n / 2) - 1) * 2 + 3 - n, 0)
@@ -150,14 +166,37 @@ def max_pool3x3s2_same(x: Tensor) -> Tensor:
     return F.max_pool2d(x, 3, 2)
 
 
+_export_op(
+    "max_pool3x3s2_same",
+    _max_pool3x3s2_same,
+    lambda x: (*x.shape[:2], (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2),
+)
+
+
 class SameConvTranspose2d(nn.ConvTranspose2d):
     """MindSpore ``Conv2dTranspose(k=3, stride=2, pad_mode="same")``: the full transposed conv
     (2H+1) with its LAST row and column dropped. PyTorch-ENet's ``padding=1, output_padding=1``
-    drops the first ones instead (differs by up to 31 on the seed's weights, SPEC 2.3)."""
+    drops the first ones instead (differs by up to 31 on the seed's weights, SPEC 2.3).
+    Under ``torch.onnx.export``: one ONNX ConvTranspose with end pads, not a crop of the
+    logits (the crop cost OpenVINO a copy of them)."""
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if torch.onnx.is_in_onnx_export() and self.bias is None:
+            return torch.ops.enet.conv_transpose3x3s2_same(x, self.weight)
         h, w = x.shape[-2:]
         return super().forward(x)[..., : 2 * h, : 2 * w]
+
+
+def _conv_transpose3x3s2_same(x: Tensor, weight: Tensor) -> Tensor:
+    h, w = x.shape[-2:]
+    return F.conv_transpose2d(x, weight, stride=2)[..., : 2 * h, : 2 * w]
+
+
+_export_op(
+    "conv_transpose3x3s2_same",
+    _conv_transpose3x3s2_same,
+    lambda x, weight: (x.shape[0], weight.shape[1], 2 * x.shape[2], 2 * x.shape[3]),
+)
 
 
 class InitialBlock(nn.Module):
@@ -272,15 +311,11 @@ def _interleave_upsample2x(x: Tensor) -> Tensor:
     return torch.stack((x, (x + right) * 0.5), dim=4).flatten(3, 4)  # N, C, 2H, 2W
 
 
-@torch.library.custom_op("enet::upsample2x_asymmetric", mutates_args=())
-def _upsample2x_op(x: Tensor) -> Tensor:
-    return _interleave_upsample2x(x)
-
-
-@_upsample2x_op.register_fake
-def _(x: Tensor) -> Tensor:
-    n, c, h, w = x.shape
-    return x.new_empty(n, c, 2 * h, 2 * w)
+_export_op(
+    "upsample2x_asymmetric",
+    _interleave_upsample2x,
+    lambda x: (*x.shape[:2], 2 * x.shape[2], 2 * x.shape[3]),
+)
 
 
 class UpsamplingBottleneck(nn.Module):

@@ -18,7 +18,7 @@ from enet.checkpoint import read_checkpoint
 from enet.config import TrainConfig, apply_overrides, load_config
 from enet.data.prepare import prepare
 from enet.data.synthetic import synthesize
-from enet.engine import param_groups, poly_lr, train
+from enet.engine import init_runtime, param_groups, poly_lr, train
 from enet.errors import UsageError
 from enet.model import ENet
 
@@ -179,6 +179,15 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
     assert losses[0] == losses[1]
 
 
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: process 1 has no GPU to take."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match=r"process 1 of this node has no GPU.*--nproc_per_node 1"):
+        init_runtime("auto")
+
+
 def test_two_processes_equal_one_on_the_same_global_batch(tiny_data, tmp_path):
     common = [
         "--data",
@@ -187,6 +196,8 @@ def test_two_processes_equal_one_on_the_same_global_batch(tiny_data, tmp_path):
         "64x32",
         "--workers",
         "0",
+        "--device",
+        "cpu",  # gloo: also on a machine with fewer GPUs than processes
         "--lr",
         "1e-3",
         "--epochs",

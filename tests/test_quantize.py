@@ -1,0 +1,81 @@
+"""Weights on the int8 grid (`enet snap`): the grid is ONNX Runtime's own, the fp32
+convolutions are left alone, and the command writes a checkpoint that no longer claims the
+old weights' metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from onnx import TensorProto
+from onnxruntime.quantization.quant_utils import quantize_data
+
+from enet.checkpoint import read_checkpoint, save_checkpoint
+from enet.cli import main
+from enet.data.classes import class_set
+from enet.model import ENet
+from enet.quantize import snap_to_int8_grid
+
+
+def _convs(model: ENet) -> dict[str, torch.Tensor]:
+    return {
+        name: m.weight.detach().clone()
+        for name, m in model.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+    }
+
+
+def test_snapped_weights_are_what_onnx_runtime_quantises_them_to():
+    torch.manual_seed(0)
+    model = ENet(12)
+    before = _convs(model)
+    names = snap_to_int8_grid(model)
+    after = _convs(model)
+    # the four convolutions int8 export keeps in fp32 (initial block, first downsampling)
+    leading = [
+        "encoder.initial_block.conv",
+        "encoder.downsample1_0.ext_conv1.0",
+        "encoder.downsample1_0.ext_conv2.0",
+        "encoder.downsample1_0.ext_conv3.0",
+    ]
+    assert sorted(set(before) - set(names)) == sorted(leading)
+    for name in leading:
+        assert torch.equal(before[name], after[name])
+    for name in names:
+        weight = after[name]
+        axis = 1 if isinstance(model.get_submodule(name), torch.nn.ConvTranspose2d) else 0
+        assert not torch.equal(weight, before[name]), name
+        for channel in weight.unbind(axis):
+            data = channel.flatten().numpy()
+            zero, scale, q = quantize_data(data, TensorProto.INT8, symmetric=True)
+            restored = (np.asarray(q, np.float32) - zero) * scale
+            np.testing.assert_allclose(restored, data, rtol=0, atol=1e-6 * np.abs(data).max())
+    snap_to_int8_grid(model)  # a second rounding changes nothing
+    for name, weight in _convs(model).items():
+        assert torch.equal(weight, after[name]), name
+
+
+def test_enet_snap_writes_a_checkpoint_without_the_old_metrics(tmp_path, capsys):
+    model = ENet(12, "pytorch-enet").eval()
+    src = save_checkpoint(
+        tmp_path / "trained.pt",
+        model,
+        class_set("camvid"),
+        {"trained_by": "a test", "test_miou": 0.5},
+        best_miou=0.6,
+        metrics={"val_miou": 0.6},
+    )
+    assert main(["snap", str(src), "--out", str(tmp_path / "snapped.pt")]) == 0
+    assert "weights of 85 convolutions on the int8 grid" in capsys.readouterr().out
+    snapped = read_checkpoint(tmp_path / "snapped.pt")
+    assert snapped["model"] == read_checkpoint(src)["model"]
+    assert "best_miou" not in snapped and "metrics" not in snapped
+    assert snapped["provenance"] == {
+        "trained_by": "a test",
+        "int8_grid": f"85 convolutions of {src}",
+    }
+    key = "decoder.fullconv.weight"
+    assert not torch.equal(snapped["state_dict"][key], model.state_dict()[key])
+
+    assert main(["snap", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert capsys.readouterr().err.strip().endswith("nope.pt: no such checkpoint file")
+    assert not (tmp_path / "x.pt").exists()
