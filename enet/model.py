@@ -181,10 +181,10 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
     logits (the crop cost OpenVINO a copy of them)."""
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if torch.onnx.is_in_onnx_export() and self.bias is None:
-            return torch.ops.enet.conv_transpose3x3s2_same(x, self.weight)
-        h, w = x.shape[-2:]
-        return super().forward(x)[..., : 2 * h, : 2 * w]
+        export = torch.onnx.is_in_onnx_export()
+        same = torch.ops.enet.conv_transpose3x3s2_same if export else _conv_transpose3x3s2_same
+        out = same(x, self.weight)
+        return out if self.bias is None else out + self.bias[:, None, None]
 
 
 def _conv_transpose3x3s2_same(x: Tensor, weight: Tensor) -> Tensor:
