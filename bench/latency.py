@@ -1,8 +1,9 @@
 """CPU inference latency at 1 x 3 x 512 x 1024 (batch 1), every deploy path, one run.
 
-    python bench/latency.py [--threads 2] [--repeats 10] [--skip-compile]
+    python bench/latency.py [--threads 2] [--rounds 4] [--calls 4] [--skip-compile]
 
-Paths: (a) baseline: the ``pytorch-enet`` variant in eager fp32 (PyTorch-ENet's own setup);
+Paths: (a) baseline: the ``pytorch-enet`` variant in eager fp32 (PyTorch-ENet's own setup,
+in a process of its own);
 (b) our fastest PyTorch path: torch.compile with freezing (BatchNorm folded into the
 convolutions, weights constant-folded), channels_last, inference_mode; (c) ONNX Runtime fp32
 on ``enet export``'s file; (d) ``enet export --int8``'s file (QDQ, per-channel weights,
@@ -10,15 +11,17 @@ calibrated on real CamVid frames) as ``enet infer`` runs it on a CPU: on OpenVIN
 installed, (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 ONNX file. bf16 is left out
 where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our paths run the
 shipped CamVid model; the reduced-precision path is judged by its per-pixel argmax agreement
-with fp32 on the real frames of ../shared/data that calibration did not see. Prints ms, the
-speed-up over (a) measured in this same run, GFLOP/s and the share of the fp32 peak measured
-here (a large matrix product on the same threads).
+with fp32 on the real frames of ../shared/data that calibration did not see. Prints each
+path's median ms over turns that the paths take one after another (so the speed-ups over
+(a) compare calls made side by side), GFLOP/s and the share of the fp32 peak measured here (a
+large matrix product on the same threads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
@@ -35,7 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from enet.checkpoint import load_checkpoint  # noqa: E402
 from enet.export import export_onnx  # noqa: E402
-from enet.infer import OpenVinoPredictor, compile_for_inference, has_openvino  # noqa: E402
+from enet.infer import (  # noqa: E402
+    OpenVinoPredictor,
+    compile_for_inference,
+    has_openvino,
+    keep_freed_memory,
+)
 from enet.model import ENet  # noqa: E402
 from enet.quantize import argmax_agreement, ort_runner  # noqa: E402
 
@@ -43,21 +52,70 @@ SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 SIZE = (1024, 512)
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
+#: A path's turn: one untimed call, then ``calls`` timed ones; returns their seconds.
+Turn = Callable[[int], list[float]]
+
+
+def in_process(fn: Callable[[], object]) -> Turn:
+    def turn(calls: int) -> list[float]:
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return times
+
+    return turn
+
+
+def _baseline_worker(conn: Connection, threads: int) -> None:
+    torch.set_num_threads(threads)
+    model = ENet(12, "pytorch-enet").eval()
+    x = torch.rand(1, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        turn = in_process(lambda: model(x))
+        while (calls := conn.recv()) is not None:
+            conn.send(turn(calls))
+
+
+def baseline_in_own_process(threads: int) -> tuple[Turn, Callable[[], None]]:
+    """The baseline as PyTorch-ENet's users run it: eager in a process of its own, with
+    glibc's default handling of freed memory (ours keeps it, as ``enet infer`` does for
+    PyTorch on a CPU). Returns its turn and a function that ends it."""
+    ours, theirs = mp.get_context("spawn").Pipe()
+    worker = mp.get_context("spawn").Process(
+        target=_baseline_worker, args=(theirs, threads), daemon=True
+    )
+    worker.start()
+
+    def turn(calls: int) -> list[float]:
+        ours.send(calls)
+        return ours.recv()
+
+    def stop() -> None:
+        ours.send(None)
+        worker.join()
+
+    return turn, stop
+
+
+def interleaved_median_ms(paths: dict[str, Turn], rounds: int, calls: int) -> dict[str, float]:
+    """Each path's median wall time over ``rounds`` turns of ``calls`` timed calls, the paths
+    taking turns: a slow spell of this shared machine then falls on every path alike, not on
+    one. Each turn starts with an untimed call (caches refilled, the previous runtime's
+    worker threads done spinning): the timed calls are the steady state of a folder or video."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, turn in paths.items():
+            times[name] += turn(calls)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def fp32_peak_gflops(threads: int) -> float:
     """A large fp32 matrix product on ``threads`` threads: the ceiling convolutions approach."""
     a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
-    ms = median_ms(lambda: a @ b, 5)
+    ms = statistics.median(in_process(lambda: a @ b)(5)) * 1e3
     return 2 * 2048**3 / ms / 1e6
 
 
@@ -72,36 +130,32 @@ def model_gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4, help="turns each path takes")
+    parser.add_argument("--calls", type=int, default=4, help="timed calls per turn")
     parser.add_argument("--skip-compile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w, h = SIZE
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     xn = x.numpy()
-    results: dict[str, float] = {}
+    paths: dict[str, Turn] = {}
 
-    def record(name: str, ms: float) -> None:
-        results[name] = ms
-        print(f"{name:46s} {ms:8.1f} ms", flush=True)
+    def eager(model: torch.nn.Module, x: torch.Tensor) -> Turn:
+        def run() -> object:
+            with torch.inference_mode():
+                return model(x)
 
-    baseline_model = ENet(12, "pytorch-enet").eval()
-    with torch.inference_mode():
-        record(
-            "(a) baseline: pytorch-enet eager fp32",
-            median_ms(lambda: baseline_model(x), args.repeats),
-        )
+        return in_process(run)
+
+    baseline, stop_baseline = baseline_in_own_process(args.threads)
+    keep_freed_memory()  # our PyTorch path as enet infer runs it
+    paths["(a) baseline: pytorch-enet eager fp32"] = baseline
     model = load_checkpoint("camvid")
     gflop = model_gflop(model, x)
-
     if not args.skip_compile:
         cl = x.contiguous(memory_format=torch.channels_last)
         compiled = compile_for_inference(model.to(memory_format=torch.channels_last))
-        with torch.inference_mode():
-            record(
-                "(b) PyTorch compile+freezing channels_last",
-                median_ms(lambda: compiled(cl), args.repeats),
-            )
+        paths["(b) PyTorch compile+freezing channels_last"] = eager(compiled, cl)
 
     tmp = Path(tempfile.mkdtemp(prefix="enet-latency-"))
     camvid = SHARED / "data" / "camvid_sample"
@@ -126,25 +180,28 @@ def main() -> None:
         fp32 = tmp / "camvid.onnx"
         export_onnx("camvid", fp32, size=SIZE)
     ort_fp32 = ort_runner(fp32, args.threads)
-    record("(c) ONNX Runtime fp32", median_ms(lambda: ort_fp32(xn), 5))
+    paths["(c) ONNX Runtime fp32"] = in_process(lambda: ort_fp32(xn))
 
     if int8 is None:
         print(f"(d) skipped: no calibration frames under {camvid}")
     else:
         if has_openvino():
             vino_int8 = OpenVinoPredictor(int8, threads=args.threads)
-            record("(d) int8 QDQ on OpenVINO", median_ms(lambda: vino_int8(xn), 5))
+            paths["(d) int8 QDQ on OpenVINO"] = in_process(lambda: vino_int8(xn))
         ort_int8 = ort_runner(int8, args.threads)
-        record("(d') int8 QDQ on ONNX Runtime", median_ms(lambda: ort_int8(xn), 5))
+        paths["(d') int8 QDQ on ONNX Runtime"] = in_process(lambda: ort_int8(xn))
 
     vino_agreement = None
     if not has_openvino():
         print("(e) skipped: OpenVINO is not installed (pip install 'enet[openvino]')")
     else:
         vino = OpenVinoPredictor(fp32, threads=args.threads)
-        record("(e) OpenVINO fp32", median_ms(lambda: vino(xn), 5))
+        paths["(e) OpenVINO fp32"] = in_process(lambda: vino(xn))
         vino_agreement = argmax_agreement(vino, ort_fp32, check, SIZE)
 
+    print(f"timing {len(paths)} paths, {args.rounds} turns of {args.calls} calls each", flush=True)
+    results = interleaved_median_ms(paths, args.rounds, args.calls)
+    stop_baseline()
     peak = fp32_peak_gflops(args.threads)
     base = results["(a) baseline: pytorch-enet eager fp32"]
     print(f"\nmodel: {gflop:.2f} GFLOP per 1x3x{h}x{w} image; fp32 peak here {peak:.0f} GFLOP/s")

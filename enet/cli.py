@@ -541,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="checkpoints: torch.compile with BatchNorm folded, the fastest fp32 CPU path "
-        "after a minute or more of compilation per input size (for folders and videos)",
+        help="checkpoints: torch.compile with BatchNorm folded, PyTorch's fastest fp32 CPU "
+        "path after a minute or more of compilation per input size (for folders and videos)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_infer)

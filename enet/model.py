@@ -215,8 +215,21 @@ class InitialBlock(nn.Module):
         return max_pool3x3s2_same(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = torch.cat((self.conv(x), self._pool(x)), dim=1)
+        if torch.onnx.is_in_onnx_export():
+            out = self._concat_as_sum(x)
+        else:
+            out = torch.cat((self.conv(x), self._pool(x)), dim=1)
         return self.out_activation(self.batch_norm(out))
+
+    def _concat_as_sum(self, x: Tensor) -> Tensor:
+        """The concat written as a sum (exact: it adds zeros): the conv with zero filters for
+        the pool's channels, plus the pool behind zero channels. OpenVINO keeps a 13 + 3
+        channel concat in a plain layout and reorders everything around it (the next
+        max-pool alone took 6 ms): the sum takes ~6% off its fp32 time at 1024x512."""
+        pooled = self._pool(x)
+        weight = F.pad(self.conv.weight, (0, 0, 0, 0, 0, 0, 0, pooled.shape[1]))
+        conv = F.conv2d(x, weight, stride=self.conv.stride, padding=self.conv.padding)
+        return conv + F.pad(pooled, (0, 0, 0, 0, self.conv.out_channels, 0))
 
 
 class RegularBottleneck(nn.Module):

@@ -40,9 +40,10 @@ def test_seed_variant_export_reproduces_mindspore(tmp_path):
     io = np.load(MINDSPORE / "mindspore_enet_io.npz")
     np.testing.assert_allclose(_run(tmp_path / "seed.onnx", io["input"]), io["logits"], atol=1e-4)
     # each MindSpore op is one ONNX op: bilinear x2 a Resize, the `same` max-pool and
-    # transposed conv their ONNX ops with end pads (no crops, no edge copies)
+    # transposed conv their ONNX ops with end pads (no crops, no edge copies); the initial
+    # block's concat is a sum
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "seed.onnx")).graph.node)
-    assert ops["Resize"] == 2 and ops["Slice"] == 0 and ops["Concat"] == 1
+    assert ops["Resize"] == 2 and ops["Slice"] == 0 and ops["Concat"] == 0
     meta = onnx_metadata(tmp_path / "seed.onnx")
     assert meta["enet.variant"] == "seed" and meta["enet.input_size"] == [128, 64]
     assert meta["enet.classes"]["names"][0] == "road" and meta["enet.classes"]["void"] == 19
@@ -210,8 +211,28 @@ def test_openvino_backend_matches_onnx_runtime(tmp_path):
     vino = load_predictor(tmp_path / "camvid.onnx", device="cpu")
     assert vino.name.startswith("openvino") and vino.fixed_size == (480, 360)
     ort_predictor = load_predictor(tmp_path / "camvid.onnx", backend="onnx")
-    for x in image_batches(sorted(camvid.glob("test/*.png")), (480, 360)):
-        got, want = vino(x), ort_predictor(x)
-        assert got.shape == want.shape == (1, 12, 360, 480)  # N x C x H x W, as exported
-        np.testing.assert_allclose(got, want, atol=1e-3)
-        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
+    xs = list(image_batches(sorted(camvid.glob("test/*.png")), (480, 360)))
+    got = [vino(x) for x in xs]  # each call's logits outlive the next call
+    for x, logits in zip(xs, got, strict=True):
+        want = ort_predictor(x)
+        assert logits.shape == want.shape == (1, 12, 360, 480)  # N x C x H x W, as exported
+        np.testing.assert_allclose(logits, want, atol=1e-3)
+        assert (logits.argmax(1) == want.argmax(1)).mean() >= 0.999
+
+
+@pytest.mark.parametrize("encoder_only", [False, True])
+def test_openvino_runs_dynamic_exports_at_any_size(tmp_path, encoder_only):
+    pytest.importorskip("openvino")
+    model = ENet(12, encoder_only=encoder_only).eval()
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, class_set("camvid"))
+    export_onnx(ckpt, tmp_path / "m.onnx", size=(64, 48), dynamic=True)
+    vino = load_predictor(tmp_path / "m.onnx", backend="openvino")
+    assert vino.fixed_size is None
+    stride = 8 if encoder_only else 1
+    for n, h, w in [(1, 48, 64), (2, 40, 96)]:
+        x = np.random.default_rng(h).random((n, 3, h, w), dtype=np.float32)
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x)).numpy()
+        got = vino(x)
+        assert got.shape == want.shape == (n, 12, h // stride, w // stride)
+        np.testing.assert_allclose(got, want, atol=1e-4)

@@ -9,6 +9,7 @@ import torch
 
 from enet.model import (
     ENet,
+    InitialBlock,
     SameConvTranspose2d,
     check_input_size,
     max_pool3x3s2_same,
@@ -146,3 +147,16 @@ def test_same_transposed_conv_matches_mindspore(ops, shape):
         conv.weight.copy_(weight)
         out = conv(_t(ops[f"tc3_in_{shape}"]))
     torch.testing.assert_close(out, _t(ops[f"tc3_out_{shape}"]), atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["seed", "pytorch-enet"])
+def test_initial_block_exports_its_concat_as_an_equal_sum(variant):
+    block = InitialBlock(variant)
+    x = torch.rand(2, 3, 24, 40)
+    with torch.no_grad():
+        block.conv.weight.normal_()
+        concat = torch.cat((block.conv(x), block._pool(x)), dim=1)
+        summed = block._concat_as_sum(x)
+    assert summed.shape == (2, 16, 12, 20)
+    torch.testing.assert_close(summed, concat, atol=1e-5, rtol=0)
+    assert torch.equal(summed[:, 13:], block._pool(x))  # the pool's channels, untouched
