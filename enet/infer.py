@@ -116,6 +116,7 @@ class OpenVinoPredictor:
         self.fixed_size = (shape[3].get_length(), shape[2].get_length()) if fixed else None
         self.output_stride = 8 if meta.get("enet.encoder_only") else 1
         self.logits: np.ndarray | None = None
+        self.tensor = ov.Tensor  # wraps our logits array for the request
         self.name = "openvino (CPU)"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -123,15 +124,13 @@ class OpenVinoPredictor:
         own buffer took 6-9 of ~80 ms at 1024x512). The array is reused while nothing else
         refers to it, else a new one is made, so returned logits stay valid. (The request
         keeps a pointer to it, not a reference: the predictor holds it.)"""
-        import openvino as ov
-
         n, _, h, w = x.shape
         s = self.output_stride
         shape = (n, h // s, w // s, self.classes.num_classes)
         # 2 = self.logits + getrefcount's argument: no caller holds it or a view of it
         if self.logits is None or self.logits.shape != shape or sys.getrefcount(self.logits) > 2:
             self.logits = np.empty(shape, np.float32)
-            self.request.set_output_tensor(0, ov.Tensor(self.logits, shared_memory=True))
+            self.request.set_output_tensor(0, self.tensor(self.logits, shared_memory=True))
         self.request.infer({0: x})
         return np.moveaxis(self.logits, -1, 1)
 
