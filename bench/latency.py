@@ -7,7 +7,8 @@ in a process of its own);
 (b) our fastest PyTorch path: torch.compile with freezing (BatchNorm folded into the
 convolutions, weights constant-folded), channels_last, inference_mode; (c) ONNX Runtime fp32
 on ``enet export``'s file; (d) ``enet export --int8``'s file (QDQ, per-channel weights,
-calibrated on real CamVid frames) as ``enet infer`` runs it on a CPU: on OpenVINO when
+calibrated on real CamVid frames; the shipped model was tuned by ``enet finetune-int8``, so
+its residual stream is int8 too) as ``enet infer`` runs it on a CPU: on OpenVINO when
 installed, (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 ONNX file. bf16 is left out
 where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our paths run the
 shipped CamVid model; the reduced-precision path is judged by its per-pixel argmax agreement
@@ -119,6 +120,24 @@ def fp32_peak_gflops(threads: int) -> float:
     return 2 * 2048**3 / ms / 1e6
 
 
+def cpu_description() -> str:
+    """The CPU's name and the vector extensions its int8 and bf16 kernels depend on (int8
+    speed and rounding differ between AVX2 and AVX-512 VNNI; bf16 pays only with AMX)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return platform.processor() or platform.machine()
+    text = cpuinfo.read_text()
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), "")
+    flags = set(next((ln for ln in text.splitlines() if ln.startswith("flags")), "").split())
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    return f"{name or platform.machine()} ({', '.join(isa) or 'no AVX2'})"
+
+
+def machine_description(threads: int) -> str:
+    cpu = f"{cpu_description()}, {os.cpu_count()} cores"
+    return f"{cpu}, {threads} threads, torch {torch.__version__}"
+
+
 def model_gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -163,7 +182,7 @@ def main() -> None:
     check = sorted(camvid.glob("test/*.png")) + sorted(
         (SHARED / "data" / "cityscapes_sample" / "leftImg8bit").rglob("*.png")
     )
-    agreement = int8 = None
+    agreement = int8 = stream_report = None
     if calibration:  # the int8 export keeps the fp32 file it quantised beside it
         int8 = tmp / "camvid.int8.onnx"
         report = export_onnx(
@@ -188,6 +207,21 @@ def main() -> None:
         if has_openvino():
             vino_int8 = OpenVinoPredictor(int8, threads=args.threads)
             paths["(d) int8 QDQ on OpenVINO"] = in_process(lambda: vino_int8(xn))
+            # the same model with its residual stream left fp32, as untuned checkpoints get it
+            int8_fp32_stream = tmp / "camvid.int8-fp32-residual.onnx"
+            stream_report = export_onnx(
+                "camvid",
+                int8_fp32_stream,
+                size=SIZE,
+                int8_calibration=calibration,
+                int8_check=check,
+                min_agreement=0.0,
+                int8_residual="fp32",
+            )
+            vino_int8_fp32_stream = OpenVinoPredictor(int8_fp32_stream, threads=args.threads)
+            paths["(d2) int8, fp32 residual stream, OpenVINO"] = in_process(
+                lambda: vino_int8_fp32_stream(xn)
+            )
         ort_int8 = ort_runner(int8, args.threads)
         paths["(d') int8 QDQ on ONNX Runtime"] = in_process(lambda: ort_int8(xn))
 
@@ -204,27 +238,35 @@ def main() -> None:
     stop_baseline()
     peak = fp32_peak_gflops(args.threads)
     base = results["(a) baseline: pytorch-enet eager fp32"]
-    print(f"\nmodel: {gflop:.2f} GFLOP per 1x3x{h}x{w} image; fp32 peak here {peak:.0f} GFLOP/s")
+    print(f"\nmachine: {machine_description(args.threads)}")
+    print(f"model: {gflop:.2f} GFLOP per 1x3x{h}x{w} image; fp32 peak here {peak:.0f} GFLOP/s")
     print(f"{'path':46s} {'ms':>8s} {'speed-up':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for name, ms in results.items():
         rate = gflop / ms * 1e3
         print(f"{name:46s} {ms:8.1f} {base / ms:8.2f}x {rate:8.1f} {rate / peak:8.1%}")
     if agreement is not None:
         print(
-            f"int8 vs fp32 argmax agreement ({report['backend']}) on {len(check)} real frames "
+            f"int8 ({report['int8_residual']} residual stream) vs fp32 argmax agreement "
+            f"({report['backend']}) on {len(check)} real frames "
             f"it was not calibrated on: {agreement[0]:.3%} (worst frame {agreement[1]:.3%})"
+        )
+    if stream_report is not None:
+        print(
+            "(d2) int8 (fp32 residual stream) vs fp32 argmax agreement: "
+            f"{stream_report['int8_argmax_agreement']:.3%} "
+            f"(worst frame {stream_report['int8_worst_image_agreement']:.3%})"
         )
     if vino_agreement is not None:
         print(f"OpenVINO vs ONNX Runtime fp32 argmax agreement: {vino_agreement[0]:.4%}")
-    amx = "amx" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
     summary = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.threads} threads, torch {torch.__version__}, AMX: {amx}",
+        "machine": machine_description(args.threads),
         "gflop": gflop,
         "fp32_peak_gflops": peak,
         "latency_ms": results,
         "speedup_vs_baseline": {k: base / v for k, v in results.items()},
         "int8_agreement": agreement,
+        "int8_fp32_residual_agreement": stream_report
+        and (stream_report["int8_argmax_agreement"], stream_report["int8_worst_image_agreement"]),
         "openvino_vs_ort_fp32_agreement": vino_agreement,
     }
     print(json.dumps(summary, indent=1))

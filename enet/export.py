@@ -124,6 +124,7 @@ def export_onnx(
     int8_calibration: list[Path] | None = None,
     int8_check: list[Path] | None = None,
     min_agreement: float = 0.95,
+    int8_residual: str = "auto",
 ) -> dict:
     """Export ``checkpoint`` to ``out`` (eval graph, input ``input`` N x 3 x H x W RGB/255,
     output ``logits``); returns the parity report. ``size`` is (width, height), default the
@@ -133,7 +134,9 @@ def export_onnx(
     With ``int8_calibration`` (images), ``out`` is the int8 QDQ model calibrated on them and
     the fp32 model is kept beside it as ``<stem>.fp32.onnx``; the report adds the argmax
     agreement with fp32 on ``int8_check`` (other images) and both latencies. Agreement
-    below ``min_agreement`` is an error and leaves nothing."""
+    below ``min_agreement`` is an error and leaves nothing. ``int8_residual``: see
+    ``quantize_int8``; "auto" is "int8" for a checkpoint tuned by ``enet finetune-int8``,
+    else "fp32"."""
 
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = read_checkpoint(checkpoint)
@@ -195,7 +198,12 @@ def export_onnx(
                 f"argmax agreement {report['argmax_agreement']:.5%}); nothing written"
             )
         if int8_calibration is not None:
-            report |= _quantize(tmp, out, (w, h), int8_calibration, int8_check, min_agreement)
+            if int8_residual == "auto":
+                tuned = "int8_finetune" in ckpt.get("provenance", {})
+                int8_residual = "int8" if tuned else "fp32"
+            report |= _quantize(
+                tmp, out, (w, h), int8_calibration, int8_check, min_agreement, int8_residual
+            )
             os.replace(tmp, out.with_suffix(".fp32.onnx"))
         else:
             os.replace(tmp, out)
@@ -211,19 +219,20 @@ def _quantize(
     calibration: list[Path],
     check: list[Path] | None,
     min_agreement: float,
+    residual: str,
 ) -> dict:
     """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies as
     ``enet infer`` would run both files on this CPU (OpenVINO when installed)."""
     from .infer import load_predictor
-    from .quantize import INT8_SCHEME, argmax_agreement, latency_ms, quantize_int8
+    from .quantize import INT8_SCHEMES, argmax_agreement, latency_ms, quantize_int8
 
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        quantize_int8(fp32, tmp, calibration, size)
+        quantize_int8(fp32, tmp, calibration, size, residual)
         meta = onnx_metadata(fp32)
-        meta["enet.precision"] = INT8_SCHEME
+        meta["enet.precision"] = INT8_SCHEMES[residual]
         _set_metadata(tmp, meta)
         check = check or calibration
         reference = load_predictor(fp32, device="cpu")
@@ -233,6 +242,7 @@ def _quantize(
             "int8_calibration_images": len(calibration),
             "int8_check_images": len(check),
             "int8_check_is_calibration": check is calibration,
+            "int8_residual": residual,
             "int8_argmax_agreement": agreement,
             "int8_worst_image_agreement": worst,
             "backend": quantized.name,

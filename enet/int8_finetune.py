@@ -1,0 +1,250 @@
+"""``enet finetune-int8``: train a checkpoint on its own int8 rounding, so that its int8
+export picks the class its fp32 model picks.
+
+Post-training quantisation (``enet export --int8``) rounds every convolution's input to
+uint8. ENet's margins between classes are small, so each rounding moves some pixels to
+another class. Here every step runs two forwards of the same weights: fp32, and one that
+rounds the tensors the int8 export rounds (``Int8Emulation``). Both learn the labels, and a
+symmetric KL divergence pulls the two together. The weights of every int8 convolution stay
+on their per-channel int8 grid in both forwards (straight-through), so the result is
+snapped, as ``enet snap`` would leave it. BatchNorm stays frozen (running statistics, no
+dropout), so the calibrated ranges stay valid; they are measured again after each epoch.
+
+The emulation rounds the residual stream as well, at the input of every block (what
+ONNX Runtime's QDQ does by default). A model tuned this way also agrees with the faster
+``--int8-residual int8`` export. Measured on the shipped CamVid model, 2 epochs on the
+CamVid train split: see results/camvid/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import atomic_torch_save, model_from_checkpoint, read_checkpoint
+from .data.dataset import PreparedDataset
+from .engine import _to_input, init_runtime, stage_weights
+from .errors import UsageError
+from .model import DownsamplingBottleneck, RegularBottleneck, UpsamplingBottleneck
+from .quantize import INT8_WEIGHT_MAX, int8_convolutions, int8_weight_scale, output_axis
+from .transforms import SegmentationTransform
+
+__all__ = ["Int8Emulation", "finetune_for_int8"]
+
+#: Share of values left outside an activation's uint8 range at each end: ``quantize_int8``
+#: calibrates ranges at the 99.99th percentile.
+RANGE_TAIL = 1e-4
+#: Values sampled per calibrated tensor and batch (torch.quantile takes at most 2^24).
+SAMPLES_PER_BATCH = 200_000
+
+
+class _WeightOnGrid(nn.Module):
+    """A convolution's weight on its symmetric per-output-channel int8 grid; gradients pass
+    straight through."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, weight: Tensor) -> Tensor:
+        scale = int8_weight_scale(weight, self.axis)
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(
+            weight, scale, zero, self.axis, -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX
+        )
+
+
+class Int8Emulation:
+    """What ``enet export --int8`` does to a model, in PyTorch and differentiable.
+
+    The weights of the int8 convolutions (``int8_convolutions``) go on their int8 grid,
+    always. With ``rounding`` on, the input of each int8 convolution is rounded to uint8, and
+    so is the input of each block whose first convolution is int8 (its shortcut then reads
+    it rounded, as with ``--int8-residual int8``). Ranges: asymmetric, at the
+    ``RANGE_TAIL`` quantiles of the values ``calibrate`` saw. ``finish`` leaves the weights
+    snapped and the model as it was otherwise."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.convolutions = int8_convolutions(model)
+        for name in self.convolutions:
+            conv = model.get_submodule(name)
+            parametrize.register_parametrization(conv, "weight", _WeightOnGrid(output_axis(conv)))
+        blocks = (RegularBottleneck, DownsamplingBottleneck, UpsamplingBottleneck)
+        points = dict.fromkeys(self.convolutions)
+        for name, module in model.named_modules():
+            if isinstance(module, blocks) and f"{name}.ext_conv1.0" in points:
+                points[name] = None
+        self.ranges: dict[str, tuple[float, int]] = {}
+        self.rounding = False
+        self._samples: dict[str, list[Tensor]] | None = None
+        self._hooks = [
+            model.get_submodule(name).register_forward_pre_hook(self._hook(name)) for name in points
+        ]
+
+    def _hook(self, name: str):
+        def round_input(_module: nn.Module, args: tuple) -> tuple | None:
+            x = args[0]
+            if self._samples is not None:
+                flat = x.detach().flatten()
+                pick = torch.randint(0, flat.numel(), (min(SAMPLES_PER_BATCH, flat.numel()),))
+                self._samples.setdefault(name, []).append(flat[pick.to(flat.device)])
+            elif self.rounding:
+                scale, zero = self.ranges[name]
+                return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255), *args[1:])
+            return None
+
+        return round_input
+
+    def calibrate(self, batches: Iterable[Tensor]) -> None:
+        """Measure every rounded tensor's uint8 range on ``batches`` (model inputs)."""
+        self._samples = {}
+        try:
+            with torch.no_grad():
+                for x in batches:
+                    self.model(x)
+            for name, samples in self._samples.items():
+                values = torch.cat(samples).float()
+                q = torch.tensor([RANGE_TAIL, 1 - RANGE_TAIL], device=values.device)
+                low, high = torch.quantile(values, q).tolist()
+                low, high = min(low, 0.0), max(high, 0.0)  # zero stays exact
+                scale = max(high - low, 1e-8) / 255
+                self.ranges[name] = (scale, min(max(round(-low / scale), 0), 255))
+        finally:
+            self._samples = None
+
+    def finish(self) -> None:
+        """Remove the emulation; the int8 convolutions keep their weights on the grid."""
+        for hook in self._hooks:
+            hook.remove()
+        for name in self.convolutions:
+            conv = self.model.get_submodule(name)
+            parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+
+
+def _symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
+    la, lb = F.log_softmax(a, 1), F.log_softmax(b, 1)
+    return 0.5 * ((la.exp() * (la - lb)).sum(1) + (lb.exp() * (lb - la)).sum(1)).mean()
+
+
+def _agreement(model: nn.Module, emulation: Int8Emulation, batches: list[Tensor]) -> float:
+    """Share of pixels where the rounding forward picks the fp32 forward's class."""
+    same = total = 0
+    with torch.no_grad():
+        for x in batches:
+            emulation.rounding = False
+            fp32 = model(x).argmax(1)
+            emulation.rounding = True
+            same += int((model(x).argmax(1) == fp32).sum())
+            total += fp32.numel()
+    emulation.rounding = False
+    return same / total
+
+
+def finetune_for_int8(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    epochs: int = 2,
+    lr: float = 5e-5,
+    consistency: float = 1000.0,
+    batch_size: int = 4,
+    calibration_images: int = 40,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Fine-tune ``checkpoint`` on the train split of the prepared set ``data`` and write the
+    result (weights snapped to the int8 grid) to ``out``; returns one log row per epoch.
+
+    Loss: cross-entropy of both forwards (the set's ENet class weights) plus
+    ``consistency`` x the symmetric KL between them; Adam, ``lr`` on a cosine to zero; only
+    horizontal flips (the model is already trained). Agreement between the two forwards is
+    logged on up to 20 val images."""
+    torch.manual_seed(seed)
+    dev = init_runtime(device).device
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint).to(dev).eval()  # BN, dropout frozen
+    channels_last = dev.type == "cpu"
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    train = PreparedDataset(data, "train")
+    if train.classes.num_classes != model.num_classes:
+        raise UsageError(
+            f"{data}: {train.classes.num_classes} classes, {checkpoint} has {model.num_classes}"
+        )
+    train.transform = SegmentationTransform(train.size, augment=True, crop_p=0, blur_radius=0)
+    weight = stage_weights(train.manifest, "enet", 3, train.classes).to(dev)
+    loader = DataLoader(
+        train,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if len(loader) == 0:
+        raise UsageError(f"{data}: fewer train images than one batch of {batch_size}")
+
+    def inputs(split: PreparedDataset, count: int) -> list[Tensor]:
+        """Up to ``count`` images spread over ``split``, in batches, as model inputs."""
+        picked = range(0, len(split), max(len(split) // count, 1))[:count]
+        images = torch.stack([torch.from_numpy(split[i][0]).permute(2, 0, 1) for i in picked])
+        return [_to_input(b, dev, channels_last) for b in images.split(batch_size)]
+
+    calibration = inputs(PreparedDataset(data, "train"), calibration_images)
+    val = PreparedDataset(data, "val") if "val" in train.manifest["splits"] else None
+    check = inputs(val, 20) if val is not None else calibration
+    emulation = Int8Emulation(model)
+    emulation.calibrate(calibration)
+    log = [{"epoch": 0, "agreement": _agreement(model, emulation, check)}]
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    steps, step = epochs * len(loader), 0
+    start = time.time()
+    for epoch in range(1, epochs + 1):
+        totals = {"ce_fp32": 0.0, "ce_int8": 0.0, "kl": 0.0}
+        bar = tqdm(loader, desc=f"finetune-int8 {epoch}/{epochs}", disable=not progress)
+        for images, labels in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            x, y = _to_input(images, dev, channels_last), labels.to(dev)
+            emulation.rounding = False
+            fp32 = model(x)
+            emulation.rounding = True
+            int8 = model(x)
+            emulation.rounding = False
+            parts = {
+                "ce_fp32": F.cross_entropy(fp32, y, weight=weight),
+                "ce_int8": F.cross_entropy(int8, y, weight=weight),
+                "kl": _symmetric_kl(fp32, int8),
+            }
+            loss = parts["ce_fp32"] + parts["ce_int8"] + consistency * parts["kl"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            for key, value in parts.items():
+                totals[key] += value.item() / len(loader)
+            bar.set_postfix(kl=f"{parts['kl'].item():.2e}")
+        emulation.calibrate(calibration)
+        row = {"epoch": epoch, **totals, "agreement": _agreement(model, emulation, check)}
+        log.append(row | {"seconds": round(time.time() - start, 1)})
+    emulation.finish()
+    ckpt["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    for key in ("best_miou", "metrics"):
+        ckpt.pop(key, None)
+    provenance = {k: v for k, v in ckpt.get("provenance", {}).items() if k != "test_miou"}
+    ckpt["provenance"] = provenance | {
+        "int8_finetune": f"enet finetune-int8 {Path(checkpoint).name} --data "
+        f"{Path(data).name} --epochs {epochs} --lr {lr:g} --consistency {consistency:g}",
+        "int8_grid": f"{len(emulation.convolutions)} convolutions (enet finetune-int8)",
+    }
+    atomic_torch_save(ckpt, out)
+    return log
