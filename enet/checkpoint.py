@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "resolve_checkpoint",
+    "save_changed_weights",
     "save_checkpoint",
 ]
 
@@ -45,6 +46,17 @@ BUNDLED_DIR = Path(__file__).parent / "weights"
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temp file beside ``path``, then rename over it."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_changed_weights(ckpt: dict, model: ENet, path: str | Path, provenance: dict) -> Path:
+    """``ckpt`` with ``model``'s weights, written atomically to ``path``. Metrics recorded
+    for the old weights are dropped (they no longer describe it); ``provenance`` says how
+    the weights changed."""
+    ckpt = {k: v for k, v in ckpt.items() if k not in ("best_miou", "metrics")}
+    ckpt["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    kept = {k: v for k, v in ckpt.get("provenance", {}).items() if k != "test_miou"}
+    ckpt["provenance"] = kept | provenance
+    return atomic_torch_save(ckpt, path)
 
 
 def build_checkpoint(

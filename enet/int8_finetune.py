@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import atomic_torch_save, model_from_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_weights
 from .data.dataset import PreparedDataset
 from .engine import _to_input, init_runtime, stage_weights
 from .errors import UsageError
@@ -181,7 +181,6 @@ def finetune_for_int8(
         raise UsageError(
             f"{data}: {train.classes.num_classes} classes, {checkpoint} has {model.num_classes}"
         )
-    train.transform = SegmentationTransform(train.size, augment=True, crop_p=0, blur_radius=0)
     weight = stage_weights(train.manifest, "enet", 3, train.classes).to(dev)
     loader = DataLoader(
         train,
@@ -199,7 +198,8 @@ def finetune_for_int8(
         images = torch.stack([torch.from_numpy(split[i][0]).permute(2, 0, 1) for i in picked])
         return [_to_input(b, dev, channels_last) for b in images.split(batch_size)]
 
-    calibration = inputs(PreparedDataset(data, "train"), calibration_images)
+    calibration = inputs(train, calibration_images)  # before the training transform is set
+    train.transform = SegmentationTransform(train.size, augment=True, crop_p=0, blur_radius=0)
     val = PreparedDataset(data, "val") if "val" in train.manifest["splits"] else None
     check = inputs(val, 20) if val is not None else calibration
     emulation = Int8Emulation(model)
@@ -237,14 +237,10 @@ def finetune_for_int8(
         row = {"epoch": epoch, **totals, "agreement": _agreement(model, emulation, check)}
         log.append(row | {"seconds": round(time.time() - start, 1)})
     emulation.finish()
-    ckpt["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    for key in ("best_miou", "metrics"):
-        ckpt.pop(key, None)
-    provenance = {k: v for k, v in ckpt.get("provenance", {}).items() if k != "test_miou"}
-    ckpt["provenance"] = provenance | {
+    tuning = {
         "int8_finetune": f"enet finetune-int8 {Path(checkpoint).name} --data "
         f"{Path(data).name} --epochs {epochs} --lr {lr:g} --consistency {consistency:g}",
         "int8_grid": f"{len(emulation.convolutions)} convolutions (enet finetune-int8)",
     }
-    atomic_torch_save(ckpt, out)
+    save_changed_weights(ckpt, model, out, tuning)
     return log

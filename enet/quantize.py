@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .checkpoint import atomic_torch_save, model_from_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_weights
 from .errors import EnetError
 from .transforms import model_input
 
@@ -153,9 +153,9 @@ def quantize_int8(
 
     ``residual``: "fp32" hands the adds and pools of the residual stream the unrounded
     tensors (agrees best with fp32 for any checkpoint); "int8" lets them read the rounded
-    ones, as ONNX Runtime wires QDQ by default: on OpenVINO 16-20% faster (the residual
-    stream stays in int8; bench/latency.py), for a checkpoint trained on that rounding
-    (``enet finetune-int8``; on others it costs ~0.3 points of pixel agreement)."""
+    ones, as ONNX Runtime wires QDQ by default: on OpenVINO 16-17% faster (the residual
+    stream stays in int8; bench/latency.py, (d) against (d2)), for a checkpoint trained on
+    that rounding (``enet finetune-int8``; on others it costs ~0.3 points of agreement)."""
     if residual not in INT8_SCHEMES:
         raise QuantizationError(f"residual stream must be one of {list(INT8_SCHEMES)}")
     import onnx
@@ -322,10 +322,5 @@ def snap_checkpoint(src: str | Path, dst: str | Path) -> list[str]:
     ckpt = read_checkpoint(src)
     model = model_from_checkpoint(ckpt, src)
     names = snap_to_int8_grid(model)
-    ckpt["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for key in ("best_miou", "metrics"):
-        ckpt.pop(key, None)
-    provenance = {k: v for k, v in ckpt.get("provenance", {}).items() if k != "test_miou"}
-    ckpt["provenance"] = provenance | {"int8_grid": f"{len(names)} convolutions of {src}"}
-    atomic_torch_save(ckpt, dst)
+    save_changed_weights(ckpt, model, dst, {"int8_grid": f"{len(names)} convolutions of {src}"})
     return names
