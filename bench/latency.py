@@ -8,7 +8,8 @@ in a process of its own);
 convolutions, weights constant-folded), channels_last, inference_mode; (c) ONNX Runtime fp32
 on ``enet export``'s file; (d) ``enet export --int8``'s file (QDQ, per-channel weights,
 calibrated on real CamVid frames; the shipped model was tuned by ``enet finetune-int8``, so
-its residual stream is int8 too) as ``enet infer`` runs it on a CPU: on OpenVINO when
+every convolution and the residual stream are int8, on 7-bit weights that CPUs without VNNI
+multiply without overflow) as ``enet infer`` runs it on a CPU: on OpenVINO when
 installed, (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 ONNX file. bf16 is left out
 where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our paths run the
 shipped CamVid model; the reduced-precision path is judged by its per-pixel argmax agreement
@@ -207,7 +208,8 @@ def main() -> None:
         if has_openvino():
             vino_int8 = OpenVinoPredictor(int8, threads=args.threads)
             paths["(d) int8 QDQ on OpenVINO"] = in_process(lambda: vino_int8(xn))
-            # the same model with its residual stream left fp32, as untuned checkpoints get it
+            # the same model and scheme with the residual stream left fp32 (untuned
+            # checkpoints get that): what the int8 stream is worth
             int8_fp32_stream = tmp / "camvid.int8-fp32-residual.onnx"
             stream_report = export_onnx(
                 "camvid",
@@ -246,7 +248,8 @@ def main() -> None:
         print(f"{name:46s} {ms:8.1f} {base / ms:8.2f}x {rate:8.1f} {rate / peak:8.1%}")
     if agreement is not None:
         print(
-            f"int8 ({report['int8_residual']} residual stream) vs fp32 argmax agreement "
+            f"int8 ({report['int8_weight_bits']}-bit weights, {report['int8_fp32_convs']} fp32 "
+            f"convolutions, {report['int8_residual']} residual stream) vs fp32 argmax agreement "
             f"({report['backend']}) on {len(check)} real frames "
             f"it was not calibrated on: {agreement[0]:.3%} (worst frame {agreement[1]:.3%})"
         )

@@ -222,7 +222,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.int8:
         where = "its calibration images" if r["int8_check_is_calibration"] else "--check images"
         print(
-            f"int8 (QDQ, {r['int8_residual']} residual stream, calibrated on "
+            f"int8 (QDQ, {r['int8_weight_bits']}-bit weights, {r['int8_fp32_convs']} fp32 "
+            f"convolutions, {r['int8_residual']} residual stream, calibrated on "
             f"{r['int8_calibration_images']} images): argmax "
             f"agreement with fp32 {r['int8_argmax_agreement']:.3%} on {r['int8_check_images']} "
             f"{where} (worst image {r['int8_worst_image_agreement']:.3%}); latency on "
@@ -246,6 +247,7 @@ def _cmd_snap(args: argparse.Namespace) -> int:
 
 def _cmd_finetune_int8(args: argparse.Namespace) -> int:
     from .int8_finetune import finetune_for_int8
+    from .quantize import INT8_WEIGHT_MAX, REDUCED_WEIGHT_MAX, TUNED_INT8_SCHEME, Int8Scheme
 
     log = finetune_for_int8(
         args.checkpoint,
@@ -257,6 +259,11 @@ def _cmd_finetune_int8(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        scheme=Int8Scheme(
+            "int8",
+            TUNED_INT8_SCHEME.fp32_convs if args.fp32_convs is None else args.fp32_convs,
+            {7: REDUCED_WEIGHT_MAX, 8: INT8_WEIGHT_MAX}[args.weight_bits],
+        ),
     )
     for row in log:
         losses = "".join(
@@ -264,8 +271,9 @@ def _cmd_finetune_int8(args: argparse.Namespace) -> int:
         )
         print(f"epoch {row['epoch']}: emulated int8 agreement {row['agreement']:.3%}{losses}")
     print(
-        f"{args.checkpoint} -> {args.out}: weights on the int8 grid; `enet export --int8` "
-        "keeps its residual stream in int8 for it. Evaluate it (enet eval) before shipping it"
+        f"{args.checkpoint} -> {args.out}: weights on their grid; `enet export --int8` "
+        "rounds what it was tuned for (residual stream included). Evaluate it (enet eval) "
+        "before shipping it"
     )
     return 0
 
@@ -543,9 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a checkpoint on its own int8 rounding, so `export --int8` agrees with fp32",
         description="Each step runs the fp32 forward and one that rounds what `enet export "
         "--int8` rounds (weights on their int8 grid in both); both learn the labels and a "
-        "symmetric KL pulls them together. BatchNorm stays frozen. The result is snapped "
-        "(as `enet snap`) and exports with an int8 residual stream, faster on OpenVINO. On "
-        "the bundled CamVid model (2 epochs on a CPU, ~15 min): see results/camvid/README.md.",
+        "symmetric KL pulls them together. BatchNorm stays frozen. The result's weights are "
+        "on their grid and it exports all in int8, residual stream included, faster on "
+        "OpenVINO. On the bundled CamVid model (3 epochs on a CPU, ~24 min): see "
+        "results/camvid/README.md.",
     )
     p.add_argument("checkpoint", type=Path, help="an enet checkpoint (or a bundled model's name)")
     p.add_argument("--data", type=Path, required=True, help="a prepared set (enet prepare)")
@@ -558,6 +567,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fp32-convs",
+        type=int,
+        help="leading convolutions left in fp32, here and in its int8 export (default: "
+        "none; an export of an untuned checkpoint keeps the first 4)",
+    )
+    p.add_argument(
+        "--weight-bits",
+        type=int,
+        choices=(7, 8),
+        default=7,
+        help="the weights' grid (default 7: int8 kernels without VNNI, on AVX2 say, "
+        "overflow with 8-bit weights; 8 is finer where every CPU has VNNI or AMX)",
+    )
     p.set_defaults(func=_cmd_finetune_int8)
 
     p = sub.add_parser(

@@ -14,6 +14,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .errors import EnetError
 from .model import SIZE_MULTIPLE, check_input_size
+
+if TYPE_CHECKING:
+    from .quantize import Int8Scheme
 
 __all__ = ["ExportError", "export_onnx", "onnx_metadata"]
 
@@ -136,7 +140,8 @@ def export_onnx(
     agreement with fp32 on ``int8_check`` (other images) and both latencies. Agreement
     below ``min_agreement`` is an error and leaves nothing. ``int8_residual``: see
     ``quantize_int8``; "auto" is "int8" for a checkpoint tuned by ``enet finetune-int8``,
-    else "fp32"."""
+    else "fp32". The rest of the scheme (leading fp32 convolutions, the weights' grid) is
+    the one a tuned checkpoint's weights were trained on (``Int8Scheme.for_checkpoint``)."""
 
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = read_checkpoint(checkpoint)
@@ -198,11 +203,11 @@ def export_onnx(
                 f"argmax agreement {report['argmax_agreement']:.5%}); nothing written"
             )
         if int8_calibration is not None:
-            if int8_residual == "auto":
-                tuned = "int8_finetune" in ckpt.get("provenance", {})
-                int8_residual = "int8" if tuned else "fp32"
+            from .quantize import Int8Scheme
+
+            scheme = Int8Scheme.for_checkpoint(ckpt.get("provenance", {}), int8_residual)
             report |= _quantize(
-                tmp, out, (w, h), int8_calibration, int8_check, min_agreement, int8_residual
+                tmp, out, (w, h), int8_calibration, int8_check, min_agreement, scheme
             )
             os.replace(tmp, out.with_suffix(".fp32.onnx"))
         else:
@@ -219,20 +224,20 @@ def _quantize(
     calibration: list[Path],
     check: list[Path] | None,
     min_agreement: float,
-    residual: str,
+    scheme: Int8Scheme,
 ) -> dict:
     """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies as
     ``enet infer`` would run both files on this CPU (OpenVINO when installed)."""
     from .infer import load_predictor
-    from .quantize import INT8_SCHEMES, argmax_agreement, latency_ms, quantize_int8
+    from .quantize import argmax_agreement, latency_ms, quantize_int8
 
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        quantize_int8(fp32, tmp, calibration, size, residual)
+        quantize_int8(fp32, tmp, calibration, size, scheme)
         meta = onnx_metadata(fp32)
-        meta["enet.precision"] = INT8_SCHEMES[residual]
+        meta["enet.precision"] = scheme.describe()
         _set_metadata(tmp, meta)
         check = check or calibration
         reference = load_predictor(fp32, device="cpu")
@@ -242,7 +247,9 @@ def _quantize(
             "int8_calibration_images": len(calibration),
             "int8_check_images": len(check),
             "int8_check_is_calibration": check is calibration,
-            "int8_residual": residual,
+            "int8_residual": scheme.residual,
+            "int8_fp32_convs": scheme.fp32_convs,
+            "int8_weight_bits": scheme.weight_bits,
             "int8_argmax_agreement": agreement,
             "int8_worst_image_agreement": worst,
             "backend": quantized.name,

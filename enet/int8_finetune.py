@@ -34,8 +34,19 @@ from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_wei
 from .data.dataset import PreparedDataset
 from .engine import _to_input, init_runtime, stage_weights
 from .errors import UsageError
-from .model import DownsamplingBottleneck, RegularBottleneck, UpsamplingBottleneck
-from .quantize import INT8_WEIGHT_MAX, int8_convolutions, int8_weight_scale, output_axis
+from .model import (
+    DownsamplingBottleneck,
+    InitialBlock,
+    RegularBottleneck,
+    UpsamplingBottleneck,
+)
+from .quantize import (
+    TUNED_INT8_SCHEME,
+    Int8Scheme,
+    int8_convolutions,
+    int8_weight_scale,
+    output_axis,
+)
 from .transforms import SegmentationTransform
 
 __all__ = ["Int8Emulation", "finetune_for_int8"]
@@ -48,18 +59,18 @@ SAMPLES_PER_BATCH = 200_000
 
 
 class _WeightOnGrid(nn.Module):
-    """A convolution's weight on its symmetric per-output-channel int8 grid; gradients pass
-    straight through."""
+    """A convolution's weight on its symmetric per-output-channel grid of ``weight_max``
+    steps either side of zero; gradients pass straight through."""
 
-    def __init__(self, axis: int) -> None:
+    def __init__(self, axis: int, weight_max: int) -> None:
         super().__init__()
-        self.axis = axis
+        self.axis, self.weight_max = axis, weight_max
 
     def forward(self, weight: Tensor) -> Tensor:
-        scale = int8_weight_scale(weight, self.axis)
+        scale = int8_weight_scale(weight, self.axis, self.weight_max)
         zero = torch.zeros_like(scale, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(
-            weight, scale, zero, self.axis, -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX
+            weight, scale, zero, self.axis, -self.weight_max, self.weight_max
         )
 
 
@@ -73,17 +84,20 @@ class Int8Emulation:
     ``RANGE_TAIL`` quantiles of the values ``calibrate`` saw. ``finish`` leaves the weights
     snapped and the model as it was otherwise."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, scheme: Int8Scheme = TUNED_INT8_SCHEME) -> None:
         self.model = model
-        self.convolutions = int8_convolutions(model)
+        self.convolutions = int8_convolutions(model, scheme.fp32_convs)
         for name in self.convolutions:
             conv = model.get_submodule(name)
-            parametrize.register_parametrization(conv, "weight", _WeightOnGrid(output_axis(conv)))
+            grid = _WeightOnGrid(output_axis(conv), scheme.weight_max)
+            parametrize.register_parametrization(conv, "weight", grid)
         blocks = (RegularBottleneck, DownsamplingBottleneck, UpsamplingBottleneck)
         points = dict.fromkeys(self.convolutions)
         for name, module in model.named_modules():
             if isinstance(module, blocks) and f"{name}.ext_conv1.0" in points:
                 points[name] = None
+            if isinstance(module, InitialBlock):  # it reads the 8-bit image as it is
+                points.pop(f"{name}.conv", None)
         self.ranges: dict[str, tuple[float, int]] = {}
         self.rounding = False
         self._samples: dict[str, list[Tensor]] | None = None
@@ -162,6 +176,7 @@ def finetune_for_int8(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    scheme: Int8Scheme = TUNED_INT8_SCHEME,
 ) -> list[dict]:
     """Fine-tune ``checkpoint`` on the train split of the prepared set ``data`` and write the
     result (weights snapped to the int8 grid) to ``out``; returns one log row per epoch.
@@ -169,7 +184,10 @@ def finetune_for_int8(
     Loss: cross-entropy of both forwards (the set's ENet class weights) plus
     ``consistency`` x the symmetric KL between them; Adam, ``lr`` on a cosine to zero; only
     horizontal flips (the model is already trained). Agreement between the two forwards is
-    logged on up to 20 val images."""
+    logged on up to 20 val images. ``scheme``: what the int8 export will round (recorded in
+    the checkpoint, whose export follows it; the residual stream is always rounded here)."""
+    if scheme.residual != "int8":
+        raise UsageError("finetune-int8 trains for an int8 residual stream")
     torch.manual_seed(seed)
     dev = init_runtime(device).device
     ckpt = read_checkpoint(checkpoint)
@@ -202,7 +220,7 @@ def finetune_for_int8(
     train.transform = SegmentationTransform(train.size, augment=True, crop_p=0, blur_radius=0)
     val = PreparedDataset(data, "val") if "val" in train.manifest["splits"] else None
     check = inputs(val, 20) if val is not None else calibration
-    emulation = Int8Emulation(model)
+    emulation = Int8Emulation(model, scheme)
     emulation.calibrate(calibration)
     log = [{"epoch": 0, "agreement": _agreement(model, emulation, check)}]
     optimizer = torch.optim.Adam(model.parameters(), lr)
@@ -239,8 +257,10 @@ def finetune_for_int8(
     emulation.finish()
     tuning = {
         "int8_finetune": f"enet finetune-int8 {Path(checkpoint).name} --data "
-        f"{Path(data).name} --epochs {epochs} --lr {lr:g} --consistency {consistency:g}",
+        f"{Path(data).name} --epochs {epochs} --lr {lr:g} --consistency {consistency:g} "
+        f"--fp32-convs {scheme.fp32_convs} --weight-bits {scheme.weight_bits}",
         "int8_grid": f"{len(emulation.convolutions)} convolutions (enet finetune-int8)",
+        **scheme.provenance(),
     }
     save_changed_weights(ckpt, model, out, tuning)
     return log

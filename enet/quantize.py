@@ -29,7 +29,10 @@ the 4 CamVid train/val frames of ../shared/data, agreement on the 7 other real f
 The residual stream in fp32 is the price of that agreement: OpenVINO adds, activates and
 rounds it in fp32 at every block, a fifth to a third of its int8 time. A model trained on
 its own rounding (``enet finetune-int8``, which emulates the int8 residual stream) agrees
-with it rounded, so ``residual="int8"`` is the default for such checkpoints.
+with it rounded, so ``residual="int8"`` is the default for such checkpoints. Tuned, a model
+also needs no fp32 convolution, and its weights sit on a 7-bit grid: CPUs without VNNI (AVX2)
+add pairs of uint8 x int8 products in int16, which overflows with 8-bit weights
+(``REDUCED_WEIGHT_MAX``). ``TUNED_INT8_SCHEME`` is that layout.
 
 It is also a file OpenVINO runs in int8: OpenVINO crashes on quantised PRelu or
 BatchNormalization parameters and computes wrong results for quantised Slice/Reshape/Mul.
@@ -43,6 +46,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +59,12 @@ from .errors import EnetError
 from .transforms import model_input
 
 __all__ = [
-    "INT8_SCHEMES",
+    "FP32_LEADING_CONVS",
+    "INT8_RESIDUALS",
+    "INT8_WEIGHT_MAX",
+    "REDUCED_WEIGHT_MAX",
+    "TUNED_INT8_SCHEME",
+    "Int8Scheme",
     "QuantizationError",
     "argmax_agreement",
     "image_batches",
@@ -69,23 +78,87 @@ __all__ = [
 ]
 
 
-#: Convolutions left in fp32 at the start of the graph (topological order).
+#: Convolutions left in fp32 at the start of the graph (topological order) unless a checkpoint
+#: was tuned for fewer (``enet finetune-int8``).
 FP32_LEADING_CONVS = 4
-#: The ``enet.precision`` of an int8 export, by how its residual stream is kept.
-INT8_SCHEMES = {
-    "fp32": "int8 QDQ: 8-bit image input, per-channel int8 weights, uint8 convolution inputs "
-    "(asymmetric 99.99th percentile, read by the convolution alone), "
-    f"first {FP32_LEADING_CONVS} convolutions fp32",
-    "int8": "int8 QDQ: 8-bit image input, per-channel int8 weights, uint8 convolution inputs "
-    "(asymmetric 99.99th percentile, read by every consumer: int8 residual stream), "
-    f"first {FP32_LEADING_CONVS} convolutions fp32",
-}
 #: ONNX Runtime's symmetric int8 weights span [-127, 127]: scale max|w| / 127 per channel.
 INT8_WEIGHT_MAX = 127
+#: Its reduced range (``reduce_range``): 7-bit weights in [-64, 64]. int8 kernels without
+#: VNNI (AVX2; AVX-512 before VNNI) add pairs of uint8 x int8 products in int16, which
+#: saturates above 32767: with 8-bit weights OpenVINO's convolutions were off by up to 60,000
+#: steps on 8-bit inputs on an AVX2 EPYC, exact with 7-bit ones (255 x 64 x 2 < 32768).
+REDUCED_WEIGHT_MAX = 64
+#: How an int8 export keeps its residual stream (``Int8Scheme.residual``).
+INT8_RESIDUALS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """What ``quantize_int8`` rounds: the residual stream's precision (see there), how many
+    leading convolutions stay fp32, and the weights' grid (``INT8_WEIGHT_MAX`` or
+    ``REDUCED_WEIGHT_MAX`` steps either side of zero). The default suits any checkpoint;
+    ``enet finetune-int8`` trains for ``TUNED_INT8_SCHEME`` and records it (``provenance``)."""
+
+    residual: str = "fp32"
+    fp32_convs: int = FP32_LEADING_CONVS
+    weight_max: int = INT8_WEIGHT_MAX
+
+    def __post_init__(self) -> None:
+        if self.residual not in INT8_RESIDUALS:
+            raise QuantizationError(f"residual stream must be one of {list(INT8_RESIDUALS)}")
+        if self.fp32_convs < 0:
+            raise QuantizationError(f"fp32 convolutions must be 0 or more, not {self.fp32_convs}")
+        if self.weight_max not in (INT8_WEIGHT_MAX, REDUCED_WEIGHT_MAX):
+            raise QuantizationError(
+                f"weight grid must be {INT8_WEIGHT_MAX} (8 bits) or {REDUCED_WEIGHT_MAX} (7 bits)"
+            )
+
+    def describe(self) -> str:
+        """The ``enet.precision`` metadata of an export."""
+        readers = {
+            "fp32": "read by the convolution alone",
+            "int8": "read by every consumer: int8 residual stream",
+        }[self.residual]
+        weights = "int8" if self.weight_bits == 8 else "7-bit"
+        return (
+            f"int8 QDQ: 8-bit image input, per-channel {weights} weights, uint8 convolution "
+            f"inputs (asymmetric 99.99th percentile, {readers}), first {self.fp32_convs} "
+            "convolutions fp32"
+        )
+
+    @property
+    def weight_bits(self) -> int:
+        return 8 if self.weight_max == INT8_WEIGHT_MAX else 7
+
+    def provenance(self) -> dict[str, str]:
+        """What a tuned checkpoint records of the scheme it was trained for."""
+        return {"int8_fp32_convs": str(self.fp32_convs), "int8_weight_max": str(self.weight_max)}
+
+    @classmethod
+    def for_checkpoint(cls, provenance: dict, residual: str = "auto") -> Int8Scheme:
+        """The scheme a checkpoint's weights are on: the one recorded by ``enet finetune-int8``
+        for a checkpoint it tuned, else the default. ``residual="auto"``: int8 for a
+        tuned checkpoint, else fp32."""
+        tuned = "int8_finetune" in provenance
+        if residual == "auto":
+            residual = "int8" if tuned else "fp32"
+        if not tuned:
+            return cls(residual)
+        return cls(
+            residual,
+            int(provenance.get("int8_fp32_convs", FP32_LEADING_CONVS)),
+            int(provenance.get("int8_weight_max", INT8_WEIGHT_MAX)),
+        )
 
 
 class QuantizationError(EnetError):
     pass
+
+
+#: What ``enet finetune-int8`` trains a model for: every convolution int8 (the tuning wins
+#: back what rounding the first ones costs: 98.8% agreement with 2 of them fp32, 96.6% with
+#: none, untuned), 7-bit weights, an int8 residual stream.
+TUNED_INT8_SCHEME = Int8Scheme("int8", 0, REDUCED_WEIGHT_MAX)
 
 
 def image_batches(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -147,17 +220,16 @@ def quantize_int8(
     out: Path,
     calibration: list[Path],
     size: tuple[int, int],
-    residual: str = "fp32",
+    scheme: Int8Scheme = Int8Scheme(),
 ) -> None:
     """Write the QDQ int8 version of ``fp32`` to ``out`` (calibrated on ``calibration``).
 
-    ``residual``: "fp32" hands the adds and pools of the residual stream the unrounded
-    tensors (agrees best with fp32 for any checkpoint); "int8" lets them read the rounded
-    ones, as ONNX Runtime wires QDQ by default: on OpenVINO 16-17% faster (the residual
-    stream stays in int8; bench/latency.py, (d) against (d2)), for a checkpoint trained on
-    that rounding (``enet finetune-int8``; on others it costs ~0.3 points of agreement)."""
-    if residual not in INT8_SCHEMES:
-        raise QuantizationError(f"residual stream must be one of {list(INT8_SCHEMES)}")
+    ``scheme.residual``: "fp32" hands the adds and pools of the residual stream the
+    unrounded tensors (agrees best with fp32 for any checkpoint); "int8" lets them read the
+    rounded ones, as ONNX Runtime wires QDQ by default: on OpenVINO 8-17% faster (the
+    residual stream stays in int8; bench/latency.py, (d) against (d2)), for a checkpoint
+    trained on that rounding (``enet finetune-int8``; on others it costs ~0.3 points of
+    agreement)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -205,7 +277,8 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
                 op_types_to_quantize=["Conv", "ConvTranspose"],
-                nodes_to_exclude=convs[:FP32_LEADING_CONVS],
+                nodes_to_exclude=convs[: scheme.fp32_convs],
+                reduce_range=scheme.weight_max == REDUCED_WEIGHT_MAX,  # weights only, in QDQ
                 extra_options={
                     "OpTypesToExcludeOutputQuantization": ["Conv", "ConvTranspose"],
                     "CalibPercentile": 99.99,
@@ -214,7 +287,7 @@ def quantize_int8(
                 },
             )
         model = onnx.load(str(Path(tmp) / "int8.onnx"))
-        if residual == "fp32":
+        if scheme.residual == "fp32":
             _convolutions_read_int8_alone(model.graph)
         _input_as_8bit(model.graph)
         onnx.save(model, str(out))
@@ -224,10 +297,23 @@ def _input_as_8bit(graph) -> None:
     """Read the input as the 8-bit pixels it holds (RGB / 255: exact for 8-bit images).
 
     The initial block max-pools the 3-channel image; in fp32 OpenVINO first copied it into
-    16-channel blocks (10 of ~100 ms at 1024x512), in uint8 it pools it in place."""
+    16-channel blocks (10 of ~100 ms at 1024x512), in uint8 it pools it in place. An int8
+    convolution of the image (and the pool beside it) reads these 8 bits too, not a second,
+    calibrated rounding of its own."""
     from onnx import helper, numpy_helper
 
     name = graph.input[0].name
+    rounds_input = {
+        q.output[0] for q in graph.node if q.op_type == "QuantizeLinear" and q.input[0] == name
+    }
+    rounded = {
+        dq.output[0]
+        for dq in graph.node
+        if dq.op_type == "DequantizeLinear" and dq.input[0] in rounds_input
+    }
+    for node in graph.node:
+        node.input[:] = [name if i in rounded else i for i in node.input]
+    _drop_unused(graph)
     graph.initializer.extend(
         [
             numpy_helper.from_array(np.array(1 / 255, np.float32), f"{name}_scale"),
@@ -242,6 +328,20 @@ def _input_as_8bit(graph) -> None:
     nodes = [quantize, dequantize, *graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _drop_unused(graph) -> None:
+    """Remove the nodes and constants nothing reads any more."""
+    while True:
+        read = {name for node in graph.node for name in node.input}
+        read |= {out.name for out in graph.output}
+        dead = [node for node in graph.node if not any(out in read for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    for constant in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(constant)
 
 
 def _convolutions_read_int8_alone(graph) -> None:
@@ -263,9 +363,9 @@ def _convolutions_read_int8_alone(graph) -> None:
                 node.input[i] = q.input[0]
 
 
-def int8_convolutions(model: nn.Module) -> list[str]:
+def int8_convolutions(model: nn.Module, fp32_convs: int = FP32_LEADING_CONVS) -> list[str]:
     """Names of the convolutions ``quantize_int8`` makes int8, in execution order (the
-    exported graph's): all but the first ``FP32_LEADING_CONVS`` ``Conv2d``."""
+    exported graph's): all but the first ``fp32_convs`` ``Conv2d``."""
     order: list[str] = []
     hooks = [
         module.register_forward_pre_hook(lambda _m, _x, name=name: order.append(name))
@@ -281,10 +381,10 @@ def int8_convolutions(model: nn.Module) -> list[str]:
         for hook in hooks:
             hook.remove()
     leading = [n for n in order if isinstance(model.get_submodule(n), nn.Conv2d)]
-    return [n for n in order if n not in leading[:FP32_LEADING_CONVS]]
+    return [n for n in order if n not in leading[:fp32_convs]]
 
 
-def snap_to_int8_grid(model: nn.Module) -> list[str]:
+def snap_to_int8_grid(model: nn.Module, scheme: Int8Scheme = Int8Scheme()) -> list[str]:
     """Round the weights of the int8 convolutions to the grid ``quantize_int8`` puts them on
     (symmetric, per output channel), in place; returns their names.
 
@@ -292,13 +392,13 @@ def snap_to_int8_grid(model: nn.Module) -> list[str]:
     channel, so BatchNorm folded in at export keeps them on it. Measured on the shipped
     CamVid model: test mIoU 52.65 -> 52.80, int8 agreement with fp32 98.7% -> 99.2%.
     The rounding changes the fp32 model a little (1% of pixels there): evaluate after."""
-    names = int8_convolutions(model)
+    names = int8_convolutions(model, scheme.fp32_convs)
     with torch.no_grad():
         for name in names:
             conv = model.get_submodule(name)
             weight, axis = conv.weight, output_axis(conv)
             shape = [-1 if d == axis else 1 for d in range(weight.dim())]
-            scale = int8_weight_scale(weight, axis).reshape(shape)
+            scale = int8_weight_scale(weight, axis, scheme.weight_max).reshape(shape)
             weight.copy_(torch.round(weight / scale) * scale)
     return names
 
@@ -308,11 +408,13 @@ def output_axis(conv: nn.Module) -> int:
     return 1 if isinstance(conv, nn.ConvTranspose2d) else 0
 
 
-def int8_weight_scale(weight: torch.Tensor, axis: int) -> torch.Tensor:
-    """Per output channel, the step of the symmetric int8 grid ONNX Runtime quantises
-    weights to: max|w| / 127 (1 for an all-zero channel)."""
+def int8_weight_scale(
+    weight: torch.Tensor, axis: int, weight_max: int = INT8_WEIGHT_MAX
+) -> torch.Tensor:
+    """Per output channel, the step of the symmetric grid ONNX Runtime quantises weights to:
+    max|w| / ``weight_max`` (1 for an all-zero channel)."""
     dims = [d for d in range(weight.dim()) if d != axis]
-    scale = weight.detach().abs().amax(dim=dims) / INT8_WEIGHT_MAX
+    scale = weight.detach().abs().amax(dim=dims) / weight_max
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 

@@ -22,7 +22,7 @@ from enet.errors import UsageError
 from enet.export import ExportError, export_onnx, onnx_metadata
 from enet.infer import has_openvino, load_predictor, run_inference
 from enet.model import ENet
-from enet.quantize import INT8_SCHEMES, image_batches
+from enet.quantize import TUNED_INT8_SCHEME, image_batches
 
 from .conftest import DATA, MINDSPORE, REFERENCE, require, run_enet
 
@@ -116,8 +116,10 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
     assert report["int8_calibration_images"] == 4
     assert report["int8_argmax_agreement"] >= 0.99
     assert report["int8_latency_ms"] > 0 and report["fp32_latency_ms"] > 0
-    # the shipped model was tuned on its int8 rounding: its residual stream goes int8
-    assert report["int8_residual"] == "int8" and meta["enet.precision"] == INT8_SCHEMES["int8"]
+    # the shipped model was tuned on its int8 rounding: every convolution and its residual
+    # stream go int8, on 7-bit weights
+    assert report["int8_residual"] == "int8" and report["int8_fp32_convs"] == 0
+    assert meta["enet.precision"] == TUNED_INT8_SCHEME.describe()
     assert meta["enet.classes"]["name"] == "camvid"
     assert onnx_metadata(tmp_path / "camvid.fp32.onnx")["enet.precision"] == "fp32"
     graph = onnx.load(str(out)).graph
@@ -139,17 +141,21 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
         and produced_by[name].input[0] != quantize.output[0]
     }
     assert readers_of_int8 == {"Conv", "ConvTranspose", "Add", "MaxPool"}
-    # the shipped weights lie on the int8 grid (enet snap): int8 keeps them exactly, with
-    # BatchNorm folded in
+    # the shipped weights lie on their 7-bit grid (enet finetune-int8): int8 keeps them
+    # exactly, with BatchNorm folded in
     model = load_checkpoint("camvid")
     checked = 0
     for dq in (n for n in graph.node if n.op_type == "DequantizeLinear"):
         if dq.input[0] not in constants or constants[dq.input[0]].ndim != 4:
             continue
         name = dq.input[0].removesuffix("_quantized").removesuffix(".weight")
+        if name == "pad":  # the image conv, zero filters added for the pool's 3 channels
+            name = "encoder.initial_block.conv"
         conv = model.get_submodule(name)
         axis = 1 if isinstance(conv, torch.nn.ConvTranspose2d) else 0
         folded = conv.weight.detach().numpy()
+        if name == "encoder.initial_block.conv":  # its BatchNorm follows the concat: not folded
+            folded = np.pad(folded, ((0, 3), (0, 0), (0, 0), (0, 0)))
         parent, _, index = name.rpartition(".")
         after = f"{parent}.{int(index) + 1}" if index.isdigit() else ""
         if after and isinstance(bn := model.get_submodule(after), torch.nn.BatchNorm2d):
@@ -159,7 +165,7 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
         int8 = constants[dq.input[0]].astype(np.float32) * scale
         np.testing.assert_allclose(int8, folded, rtol=0, atol=1e-6 * np.abs(folded).max())
         checked += 1
-    assert checked == 85  # ENet's 89 convolutions but the first 4 (fp32)
+    assert checked == 89  # ENet's 89 convolutions
 
     # ONNX Runtime and (where installed) OpenVINO run the same int8 file alike
     backends = ["onnx"] + ["openvino"] * has_openvino()

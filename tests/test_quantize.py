@@ -13,7 +13,7 @@ from enet.checkpoint import read_checkpoint, save_checkpoint
 from enet.cli import main
 from enet.data.classes import class_set
 from enet.model import ENet
-from enet.quantize import snap_to_int8_grid
+from enet.quantize import TUNED_INT8_SCHEME, output_axis, snap_to_int8_grid
 
 
 def _convs(model: ENet) -> dict[str, torch.Tensor]:
@@ -52,6 +52,22 @@ def test_snapped_weights_are_what_onnx_runtime_quantises_them_to():
     snap_to_int8_grid(model)  # a second rounding changes nothing
     for name, weight in _convs(model).items():
         assert torch.equal(weight, after[name]), name
+
+
+def test_the_tuned_scheme_snaps_every_convolution_to_onnx_runtimes_7_bit_grid():
+    """``reduce_range``: weights in [-64, 64], which CPUs without VNNI multiply exactly."""
+    torch.manual_seed(0)
+    model = ENet(12)
+    names = snap_to_int8_grid(model, TUNED_INT8_SCHEME)
+    assert sorted(names) == sorted(_convs(model))  # all 89, the image's conv included
+    for name in names:
+        conv = model.get_submodule(name)
+        for channel in conv.weight.detach().unbind(output_axis(conv)):
+            data = channel.flatten().numpy()
+            zero, scale, q = quantize_data(data, TensorProto.INT8, True, reduce_range=True)
+            assert np.abs(q).max() == 64
+            restored = (np.asarray(q, np.float32) - zero) * scale
+            np.testing.assert_allclose(restored, data, rtol=0, atol=1e-6 * np.abs(data).max())
 
 
 def test_enet_snap_writes_a_checkpoint_without_the_old_metrics(tmp_path, capsys):
