@@ -247,7 +247,7 @@ def _cmd_snap(args: argparse.Namespace) -> int:
 
 def _cmd_finetune_int8(args: argparse.Namespace) -> int:
     from .int8_finetune import finetune_for_int8
-    from .quantize import INT8_WEIGHT_MAX, REDUCED_WEIGHT_MAX, TUNED_INT8_SCHEME, Int8Scheme
+    from .quantize import TUNED_INT8_SCHEME, WEIGHT_MAX_BY_BITS, Int8Scheme
 
     log = finetune_for_int8(
         args.checkpoint,
@@ -262,7 +262,7 @@ def _cmd_finetune_int8(args: argparse.Namespace) -> int:
         scheme=Int8Scheme(
             "int8",
             TUNED_INT8_SCHEME.fp32_convs if args.fp32_convs is None else args.fp32_convs,
-            {7: REDUCED_WEIGHT_MAX, 8: INT8_WEIGHT_MAX}[args.weight_bits],
+            WEIGHT_MAX_BY_BITS[args.weight_bits],
         ),
     )
     for row in log:

@@ -64,6 +64,7 @@ __all__ = [
     "INT8_WEIGHT_MAX",
     "REDUCED_WEIGHT_MAX",
     "TUNED_INT8_SCHEME",
+    "WEIGHT_MAX_BY_BITS",
     "Int8Scheme",
     "QuantizationError",
     "argmax_agreement",
@@ -85,9 +86,11 @@ FP32_LEADING_CONVS = 4
 INT8_WEIGHT_MAX = 127
 #: Its reduced range (``reduce_range``): 7-bit weights in [-64, 64]. int8 kernels without
 #: VNNI (AVX2; AVX-512 before VNNI) add pairs of uint8 x int8 products in int16, which
-#: saturates above 32767: with 8-bit weights OpenVINO's convolutions were off by up to 60,000
-#: steps on 8-bit inputs on an AVX2 EPYC, exact with 7-bit ones (255 x 64 x 2 < 32768).
+#: saturates above 32767: with 8-bit weights OpenVINO's convolutions go wrong on bright 8-bit
+#: inputs, with 7-bit ones they are exact (255 x 64 x 2 < 32768; bench/int8_overflow.py).
 REDUCED_WEIGHT_MAX = 64
+#: The weight grids, by their bits.
+WEIGHT_MAX_BY_BITS = {8: INT8_WEIGHT_MAX, 7: REDUCED_WEIGHT_MAX}
 #: How an int8 export keeps its residual stream (``Int8Scheme.residual``).
 INT8_RESIDUALS = ("fp32", "int8")
 
@@ -108,10 +111,8 @@ class Int8Scheme:
             raise QuantizationError(f"residual stream must be one of {list(INT8_RESIDUALS)}")
         if self.fp32_convs < 0:
             raise QuantizationError(f"fp32 convolutions must be 0 or more, not {self.fp32_convs}")
-        if self.weight_max not in (INT8_WEIGHT_MAX, REDUCED_WEIGHT_MAX):
-            raise QuantizationError(
-                f"weight grid must be {INT8_WEIGHT_MAX} (8 bits) or {REDUCED_WEIGHT_MAX} (7 bits)"
-            )
+        if self.weight_max not in WEIGHT_MAX_BY_BITS.values():
+            raise QuantizationError(f"weight grid must be one of {WEIGHT_MAX_BY_BITS} (by bits)")
 
     def describe(self) -> str:
         """The ``enet.precision`` metadata of an export."""
@@ -119,7 +120,7 @@ class Int8Scheme:
             "fp32": "read by the convolution alone",
             "int8": "read by every consumer: int8 residual stream",
         }[self.residual]
-        weights = "int8" if self.weight_bits == 8 else "7-bit"
+        weights = "int8" if self.weight_max == INT8_WEIGHT_MAX else f"{self.weight_bits}-bit"
         return (
             f"int8 QDQ: 8-bit image input, per-channel {weights} weights, uint8 convolution "
             f"inputs (asymmetric 99.99th percentile, {readers}), first {self.fp32_convs} "
@@ -128,7 +129,7 @@ class Int8Scheme:
 
     @property
     def weight_bits(self) -> int:
-        return 8 if self.weight_max == INT8_WEIGHT_MAX else 7
+        return next(b for b, m in WEIGHT_MAX_BY_BITS.items() if m == self.weight_max)
 
     def provenance(self) -> dict[str, str]:
         """What a tuned checkpoint records of the scheme it was trained for."""
