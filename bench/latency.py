@@ -8,15 +8,16 @@ in a process of its own);
 convolutions, weights constant-folded), channels_last, inference_mode; (c) ONNX Runtime fp32
 on ``enet export``'s file; (d) ``enet export --int8``'s file (QDQ, per-channel weights,
 calibrated on real CamVid frames; the shipped model was tuned by ``enet finetune-int8``, so
-every convolution and the residual stream are int8, on 7-bit weights that CPUs without VNNI
-multiply without overflow) as ``enet infer`` runs it on a CPU: on OpenVINO when
-installed, (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 ONNX file. bf16 is left out
-where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our paths run the
-shipped CamVid model; the reduced-precision path is judged by its per-pixel argmax agreement
-with fp32 on the real frames of ../shared/data that calibration did not see. Prints each
-path's median ms over turns that the paths take one after another (so the speed-ups over
-(a) compare calls made side by side), GFLOP/s and the share of the fp32 peak measured here (a
-large matrix product on the same threads).
+every convolution, the residual stream and the blocks' branches are int8, on 7-bit weights
+that CPUs without VNNI multiply without overflow) as ``enet infer`` runs it on a CPU: on
+OpenVINO when installed, (d2) and (d3) the same with the residual stream or the branches
+left fp32 (what each is worth), (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 file.
+bf16 is left out where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our
+paths run the shipped CamVid model; the reduced-precision paths are judged by their
+per-pixel argmax agreement with fp32 on the real frames of ../shared/data that calibration
+did not see. Prints each path's median ms over turns that the paths take one after another
+(so the speed-ups over (a) compare calls made side by side), GFLOP/s and the share of the
+fp32 peak measured here (a large matrix product on the same threads).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -39,8 +41,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from enet.checkpoint import load_checkpoint  # noqa: E402
-from enet.export import export_onnx  # noqa: E402
+from enet.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from enet.export import export_onnx, onnx_metadata, set_onnx_metadata  # noqa: E402
 from enet.infer import (  # noqa: E402
     OpenVinoPredictor,
     compile_for_inference,
@@ -48,10 +50,20 @@ from enet.infer import (  # noqa: E402
     keep_freed_memory,
 )
 from enet.model import ENet  # noqa: E402
-from enet.quantize import argmax_agreement, ort_runner  # noqa: E402
+from enet.quantize import (  # noqa: E402
+    Int8Scheme,
+    argmax_agreement,
+    ort_runner,
+    quantize_int8,
+)
 
 SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 SIZE = (1024, 512)
+#: (d)'s scheme with one rounding left out, each timed as a path of its own.
+ABLATIONS = {
+    "(d2) int8, fp32 residual stream, OpenVINO": {"residual": "fp32"},
+    "(d3) int8, fp32 block branches, OpenVINO": {"branches": "fp32"},
+}
 
 
 #: A path's turn: one untimed call, then ``calls`` timed ones; returns their seconds.
@@ -183,7 +195,8 @@ def main() -> None:
     check = sorted(camvid.glob("test/*.png")) + sorted(
         (SHARED / "data" / "cityscapes_sample" / "leftImg8bit").rglob("*.png")
     )
-    agreement = int8 = stream_report = None
+    agreement = int8 = None
+    ablations: dict[str, tuple[float, float]] = {}  # (d2), (d3): their agreement
     if calibration:  # the int8 export keeps the fp32 file it quantised beside it
         int8 = tmp / "camvid.int8.onnx"
         report = export_onnx(
@@ -208,22 +221,20 @@ def main() -> None:
         if has_openvino():
             vino_int8 = OpenVinoPredictor(int8, threads=args.threads)
             paths["(d) int8 QDQ on OpenVINO"] = in_process(lambda: vino_int8(xn))
-            # the same model and scheme with the residual stream left fp32 (untuned
-            # checkpoints get that): what the int8 stream is worth
-            int8_fp32_stream = tmp / "camvid.int8-fp32-residual.onnx"
-            stream_report = export_onnx(
-                "camvid",
-                int8_fp32_stream,
-                size=SIZE,
-                int8_calibration=calibration,
-                int8_check=check,
-                min_agreement=0.0,
-                int8_residual="fp32",
-            )
-            vino_int8_fp32_stream = OpenVinoPredictor(int8_fp32_stream, threads=args.threads)
-            paths["(d2) int8, fp32 residual stream, OpenVINO"] = in_process(
-                lambda: vino_int8_fp32_stream(xn)
-            )
+            # the same model and scheme with one of its roundings left out: what each is
+            # worth (an untuned checkpoint gets an fp32 residual stream and fp32 branches)
+            scheme = Int8Scheme.for_checkpoint(read_checkpoint("camvid")["provenance"])
+            for name, change in ABLATIONS.items():
+                if all(getattr(scheme, k) == v for k, v in change.items()):
+                    continue
+                ablated = tmp / f"camvid.int8-{name[1:3]}.onnx"
+                changed = replace(scheme, **change)
+                quantize_int8(fp32, ablated, calibration, SIZE, changed)
+                meta = onnx_metadata(fp32) | {"enet.precision": changed.describe()}
+                set_onnx_metadata(ablated, meta)
+                vino_ablated = OpenVinoPredictor(ablated, threads=args.threads)
+                paths[name] = in_process(lambda run=vino_ablated: run(xn))
+                ablations[name] = argmax_agreement(vino_ablated, ort_fp32, check, SIZE)
         ort_int8 = ort_runner(int8, args.threads)
         paths["(d') int8 QDQ on ONNX Runtime"] = in_process(lambda: ort_int8(xn))
 
@@ -249,16 +260,13 @@ def main() -> None:
     if agreement is not None:
         print(
             f"int8 ({report['int8_weight_bits']}-bit weights, {report['int8_fp32_convs']} fp32 "
-            f"convolutions, {report['int8_residual']} residual stream) vs fp32 argmax agreement "
+            f"convolutions, {report['int8_residual']} residual stream, "
+            f"{report['int8_branches']} block branches) vs fp32 argmax agreement "
             f"({report['backend']}) on {len(check)} real frames "
             f"it was not calibrated on: {agreement[0]:.3%} (worst frame {agreement[1]:.3%})"
         )
-    if stream_report is not None:
-        print(
-            "(d2) int8 (fp32 residual stream) vs fp32 argmax agreement: "
-            f"{stream_report['int8_argmax_agreement']:.3%} "
-            f"(worst frame {stream_report['int8_worst_image_agreement']:.3%})"
-        )
+    for name, (mean, worst) in ablations.items():
+        print(f"{name[:4]} vs fp32 argmax agreement: {mean:.3%} (worst frame {worst:.3%})")
     if vino_agreement is not None:
         print(f"OpenVINO vs ONNX Runtime fp32 argmax agreement: {vino_agreement[0]:.4%}")
     summary = {
@@ -268,8 +276,7 @@ def main() -> None:
         "latency_ms": results,
         "speedup_vs_baseline": {k: base / v for k, v in results.items()},
         "int8_agreement": agreement,
-        "int8_fp32_residual_agreement": stream_report
-        and (stream_report["int8_argmax_agreement"], stream_report["int8_worst_image_agreement"]),
+        "ablation_agreement": ablations,
         "openvino_vs_ort_fp32_agreement": vino_agreement,
     }
     print(json.dumps(summary, indent=1))

@@ -223,7 +223,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         where = "its calibration images" if r["int8_check_is_calibration"] else "--check images"
         print(
             f"int8 (QDQ, {r['int8_weight_bits']}-bit weights, {r['int8_fp32_convs']} fp32 "
-            f"convolutions, {r['int8_residual']} residual stream, calibrated on "
+            f"convolutions, {r['int8_residual']} residual stream, {r['int8_branches']} block "
+            f"branches, calibrated on "
             f"{r['int8_calibration_images']} images): argmax "
             f"agreement with fp32 {r['int8_argmax_agreement']:.3%} on {r['int8_check_images']} "
             f"{where} (worst image {r['int8_worst_image_agreement']:.3%}); latency on "
@@ -263,6 +264,7 @@ def _cmd_finetune_int8(args: argparse.Namespace) -> int:
             "int8",
             TUNED_INT8_SCHEME.fp32_convs if args.fp32_convs is None else args.fp32_convs,
             WEIGHT_MAX_BY_BITS[args.weight_bits],
+            args.branches,
         ),
     )
     for row in log:
@@ -552,9 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Each step runs the fp32 forward and one that rounds what `enet export "
         "--int8` rounds (weights on their int8 grid in both); both learn the labels and a "
         "symmetric KL pulls them together. BatchNorm stays frozen. The result's weights are "
-        "on their grid and it exports all in int8, residual stream included, faster on "
-        "OpenVINO. On the bundled CamVid model (3 epochs on a CPU, ~24 min): see "
-        "results/camvid/README.md.",
+        "on their grid and it exports all in int8, residual stream and block branches "
+        "included, faster on OpenVINO. On the bundled CamVid model (4 epochs on a CPU, "
+        "~35 min): see results/camvid/README.md.",
     )
     p.add_argument("checkpoint", type=Path, help="an enet checkpoint (or a bundled model's name)")
     p.add_argument("--data", type=Path, required=True, help="a prepared set (enet prepare)")
@@ -580,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=7,
         help="the weights' grid (default 7: int8 kernels without VNNI, on AVX2 say, "
         "overflow with 8-bit weights; 8 is finer where every CPU has VNNI or AMX)",
+    )
+    p.add_argument(
+        "--branches",
+        choices=["fp32", "int8"],
+        default="int8",
+        help="each block's branch at its add (default int8: rounded, so OpenVINO adds and "
+        "activates inside the block's last int8 convolution; fp32: left unrounded)",
     )
     p.set_defaults(func=_cmd_finetune_int8)
 

@@ -26,7 +26,7 @@ from .model import SIZE_MULTIPLE, check_input_size
 if TYPE_CHECKING:
     from .quantize import Int8Scheme
 
-__all__ = ["ExportError", "export_onnx", "onnx_metadata"]
+__all__ = ["ExportError", "export_onnx", "onnx_metadata", "set_onnx_metadata"]
 
 #: Parity thresholds. Max-pool windows with float near-ties may flip an index in the
 #: pytorch-enet variant, moving a few unpooled values; so the bulk is judged by the 99.9th
@@ -66,7 +66,7 @@ def onnx_metadata(path: str | Path) -> dict:
     return {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith("enet.")}
 
 
-def _set_metadata(path: Path, values: dict) -> None:
+def set_onnx_metadata(path: Path, values: dict) -> None:
     """Replace the ``enet.*`` metadata of the ONNX file at ``path`` (values stored as JSON)."""
     import onnx
 
@@ -188,7 +188,7 @@ def export_onnx(
             "enet.source_checkpoint": checkpoint.name,
             "enet.provenance": ckpt.get("provenance", {}),
         }
-        _set_metadata(tmp, meta)
+        set_onnx_metadata(tmp, meta)
         inputs = [x]
         if dynamic:  # a second size and batch through the same graph
             inputs.append(torch.rand(2, 3, h + 2 * SIZE_MULTIPLE, w + SIZE_MULTIPLE))
@@ -238,7 +238,7 @@ def _quantize(
         quantize_int8(fp32, tmp, calibration, size, scheme)
         meta = onnx_metadata(fp32)
         meta["enet.precision"] = scheme.describe()
-        _set_metadata(tmp, meta)
+        set_onnx_metadata(tmp, meta)
         check = check or calibration
         reference = load_predictor(fp32, device="cpu")
         quantized = load_predictor(tmp, device="cpu")
@@ -250,6 +250,7 @@ def _quantize(
             "int8_residual": scheme.residual,
             "int8_fp32_convs": scheme.fp32_convs,
             "int8_weight_bits": scheme.weight_bits,
+            "int8_branches": scheme.branches,
             "int8_argmax_agreement": agreement,
             "int8_worst_image_agreement": worst,
             "backend": quantized.name,
@@ -262,7 +263,7 @@ def _quantize(
                 f"{min_agreement:.1%} (use more or more typical --calib images); nothing written"
             )
         meta["enet.int8"] = report
-        _set_metadata(tmp, meta)
+        set_onnx_metadata(tmp, meta)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

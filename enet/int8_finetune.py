@@ -11,9 +11,9 @@ snapped, as ``enet snap`` would leave it. BatchNorm stays frozen (running statis
 dropout), so the calibrated ranges stay valid; they are measured again after each epoch.
 
 The emulation rounds the residual stream as well, at the input of every block (what
-ONNX Runtime's QDQ does by default). A model tuned this way also agrees with the faster
-``--int8-residual int8`` export. Measured on the shipped CamVid model, 2 epochs on the
-CamVid train split: see results/camvid/README.md.
+ONNX Runtime's QDQ does by default), and, as the scheme says, each block's branch before its
+add. A model tuned this way also agrees with the faster ``--int8-residual int8`` export.
+Measured on the shipped CamVid model: see results/camvid/README.md.
 """
 
 from __future__ import annotations
@@ -34,12 +34,7 @@ from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_wei
 from .data.dataset import PreparedDataset
 from .engine import _to_input, init_runtime, stage_weights
 from .errors import UsageError
-from .model import (
-    DownsamplingBottleneck,
-    InitialBlock,
-    RegularBottleneck,
-    UpsamplingBottleneck,
-)
+from .model import BOTTLENECKS, InitialBlock
 from .quantize import (
     TUNED_INT8_SCHEME,
     Int8Scheme,
@@ -80,9 +75,10 @@ class Int8Emulation:
     The weights of the int8 convolutions (``int8_convolutions``) go on their int8 grid,
     always. With ``rounding`` on, the input of each int8 convolution is rounded to uint8, and
     so is the input of each block whose first convolution is int8 (its shortcut then reads
-    it rounded, as with ``--int8-residual int8``). Ranges: asymmetric, at the
-    ``RANGE_TAIL`` quantiles of the values ``calibrate`` saw. ``finish`` leaves the weights
-    snapped and the model as it was otherwise."""
+    it rounded, as with ``--int8-residual int8``), and with ``scheme.branches="int8"`` the
+    output of each block's branch (its ``ext_regul``, the last module before the add).
+    Ranges: asymmetric, at the ``RANGE_TAIL`` quantiles of the values ``calibrate`` saw.
+    ``finish`` leaves the weights snapped and the model as it was otherwise."""
 
     def __init__(self, model: nn.Module, scheme: Int8Scheme = TUNED_INT8_SCHEME) -> None:
         self.model = model
@@ -91,33 +87,42 @@ class Int8Emulation:
             conv = model.get_submodule(name)
             grid = _WeightOnGrid(output_axis(conv), scheme.weight_max)
             parametrize.register_parametrization(conv, "weight", grid)
-        blocks = (RegularBottleneck, DownsamplingBottleneck, UpsamplingBottleneck)
         points = dict.fromkeys(self.convolutions)
         for name, module in model.named_modules():
-            if isinstance(module, blocks) and f"{name}.ext_conv1.0" in points:
+            if isinstance(module, BOTTLENECKS) and f"{name}.ext_conv1.0" in points:
                 points[name] = None
             if isinstance(module, InitialBlock):  # it reads the 8-bit image as it is
                 points.pop(f"{name}.conv", None)
+        branches = [
+            f"{name}.ext_regul"
+            for name, module in model.named_modules()
+            if isinstance(module, BOTTLENECKS) and scheme.branches == "int8"
+        ]
         self.ranges: dict[str, tuple[float, int]] = {}
         self.rounding = False
         self._samples: dict[str, list[Tensor]] | None = None
         self._hooks = [
-            model.get_submodule(name).register_forward_pre_hook(self._hook(name)) for name in points
+            model.get_submodule(name).register_forward_pre_hook(
+                lambda _m, args, name=name: (self._round(name, args[0]), *args[1:])
+            )
+            for name in points
+        ] + [
+            model.get_submodule(name).register_forward_hook(
+                lambda _m, _args, out, name=name: self._round(name, out)
+            )
+            for name in branches
         ]
 
-    def _hook(self, name: str):
-        def round_input(_module: nn.Module, args: tuple) -> tuple | None:
-            x = args[0]
-            if self._samples is not None:
-                flat = x.detach().flatten()
-                pick = torch.randint(0, flat.numel(), (min(SAMPLES_PER_BATCH, flat.numel()),))
-                self._samples.setdefault(name, []).append(flat[pick.to(flat.device)])
-            elif self.rounding:
-                scale, zero = self.ranges[name]
-                return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255), *args[1:])
-            return None
-
-        return round_input
+    def _round(self, name: str, x: Tensor) -> Tensor:
+        """``x`` rounded to its uint8 range while ``rounding``; sampled while calibrating."""
+        if self._samples is not None:
+            flat = x.detach().flatten()
+            pick = torch.randint(0, flat.numel(), (min(SAMPLES_PER_BATCH, flat.numel()),))
+            self._samples.setdefault(name, []).append(flat[pick.to(flat.device)])
+        elif self.rounding:
+            scale, zero = self.ranges[name]
+            return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+        return x
 
     def calibrate(self, batches: Iterable[Tensor]) -> None:
         """Measure every rounded tensor's uint8 range on ``batches`` (model inputs)."""
@@ -258,7 +263,8 @@ def finetune_for_int8(
     tuning = {
         "int8_finetune": f"enet finetune-int8 {Path(checkpoint).name} --data "
         f"{Path(data).name} --epochs {epochs} --lr {lr:g} --consistency {consistency:g} "
-        f"--fp32-convs {scheme.fp32_convs} --weight-bits {scheme.weight_bits}",
+        f"--fp32-convs {scheme.fp32_convs} --weight-bits {scheme.weight_bits} "
+        f"--branches {scheme.branches}",
         "int8_grid": f"{len(emulation.convolutions)} convolutions (enet finetune-int8)",
         **scheme.provenance(),
     }

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "BOTTLENECKS",
     "VARIANTS",
     "ENet",
     "check_input_size",
@@ -358,6 +359,11 @@ class UpsamplingBottleneck(nn.Module):
             main = upsample2x_asymmetric(main)
         ext = self.ext_regul(self.ext_conv2(self.ext_tconv1(self.ext_conv1(x))))
         return self.out_activation(main + ext)
+
+
+#: ENet's blocks with a shortcut: each ends ``out_activation(main + ext)``, its branch's last
+#: module being ``ext_regul``.
+BOTTLENECKS = (RegularBottleneck, DownsamplingBottleneck, UpsamplingBottleneck)
 
 
 class Encoder(nn.Module):

@@ -29,7 +29,9 @@ the 4 CamVid train/val frames of ../shared/data, agreement on the 7 other real f
 The residual stream in fp32 is the price of that agreement: OpenVINO adds, activates and
 rounds it in fp32 at every block, a fifth to a third of its int8 time. A model trained on
 its own rounding (``enet finetune-int8``, which emulates the int8 residual stream) agrees
-with it rounded, so ``residual="int8"`` is the default for such checkpoints. Tuned, a model
+with it rounded, so ``residual="int8"`` is the default for such checkpoints. Its blocks'
+branches can be rounded too (``branches="int8"``): OpenVINO then adds, activates and rounds
+each block inside its last int8 convolution instead of in a pass of its own. Tuned, a model
 also needs no fp32 convolution, and its weights sit on a 7-bit grid: CPUs without VNNI (AVX2)
 add pairs of uint8 x int8 products in int16, which overflows with 8-bit weights
 (``REDUCED_WEIGHT_MAX``). ``TUNED_INT8_SCHEME`` is that layout.
@@ -56,6 +58,7 @@ from torch import nn
 
 from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_weights
 from .errors import EnetError
+from .model import BOTTLENECKS
 from .transforms import model_input
 
 __all__ = [
@@ -91,24 +94,30 @@ INT8_WEIGHT_MAX = 127
 REDUCED_WEIGHT_MAX = 64
 #: The weight grids, by their bits.
 WEIGHT_MAX_BY_BITS = {8: INT8_WEIGHT_MAX, 7: REDUCED_WEIGHT_MAX}
-#: How an int8 export keeps its residual stream (``Int8Scheme.residual``).
+#: How an int8 export keeps its residual stream and its blocks' branches at the adds
+#: (``Int8Scheme.residual``, ``Int8Scheme.branches``).
 INT8_RESIDUALS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
 class Int8Scheme:
     """What ``quantize_int8`` rounds: the residual stream's precision (see there), how many
-    leading convolutions stay fp32, and the weights' grid (``INT8_WEIGHT_MAX`` or
-    ``REDUCED_WEIGHT_MAX`` steps either side of zero). The default suits any checkpoint;
-    ``enet finetune-int8`` trains for ``TUNED_INT8_SCHEME`` and records it (``provenance``)."""
+    leading convolutions stay fp32, the weights' grid (``INT8_WEIGHT_MAX`` or
+    ``REDUCED_WEIGHT_MAX`` steps either side of zero), and whether each bottleneck's branch
+    (its convolutions' side, which the add sums with the shortcut) is rounded to uint8. The
+    default suits any checkpoint; ``enet finetune-int8`` trains for ``TUNED_INT8_SCHEME`` and
+    records it (``provenance``)."""
 
     residual: str = "fp32"
     fp32_convs: int = FP32_LEADING_CONVS
     weight_max: int = INT8_WEIGHT_MAX
+    branches: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.residual not in INT8_RESIDUALS:
             raise QuantizationError(f"residual stream must be one of {list(INT8_RESIDUALS)}")
+        if self.branches not in INT8_RESIDUALS:
+            raise QuantizationError(f"block branches must be one of {list(INT8_RESIDUALS)}")
         if self.fp32_convs < 0:
             raise QuantizationError(f"fp32 convolutions must be 0 or more, not {self.fp32_convs}")
         if self.weight_max not in WEIGHT_MAX_BY_BITS.values():
@@ -121,10 +130,11 @@ class Int8Scheme:
             "int8": "read by every consumer: int8 residual stream",
         }[self.residual]
         weights = "int8" if self.weight_max == INT8_WEIGHT_MAX else f"{self.weight_bits}-bit"
+        branches = ", uint8 block branches at the adds" if self.branches == "int8" else ""
         return (
             f"int8 QDQ: 8-bit image input, per-channel {weights} weights, uint8 convolution "
-            f"inputs (asymmetric 99.99th percentile, {readers}), first {self.fp32_convs} "
-            "convolutions fp32"
+            f"inputs (asymmetric 99.99th percentile, {readers}){branches}, first "
+            f"{self.fp32_convs} convolutions fp32"
         )
 
     @property
@@ -133,7 +143,11 @@ class Int8Scheme:
 
     def provenance(self) -> dict[str, str]:
         """What a tuned checkpoint records of the scheme it was trained for."""
-        return {"int8_fp32_convs": str(self.fp32_convs), "int8_weight_max": str(self.weight_max)}
+        return {
+            "int8_fp32_convs": str(self.fp32_convs),
+            "int8_weight_max": str(self.weight_max),
+            "int8_branches": self.branches,
+        }
 
     @classmethod
     def for_checkpoint(cls, provenance: dict, residual: str = "auto") -> Int8Scheme:
@@ -149,6 +163,7 @@ class Int8Scheme:
             residual,
             int(provenance.get("int8_fp32_convs", FP32_LEADING_CONVS)),
             int(provenance.get("int8_weight_max", INT8_WEIGHT_MAX)),
+            provenance.get("int8_branches", "fp32"),
         )
 
 
@@ -158,8 +173,8 @@ class QuantizationError(EnetError):
 
 #: What ``enet finetune-int8`` trains a model for: every convolution int8 (the tuning wins
 #: back what rounding the first ones costs: 98.8% agreement with 2 of them fp32, 96.6% with
-#: none, untuned), 7-bit weights, an int8 residual stream.
-TUNED_INT8_SCHEME = Int8Scheme("int8", 0, REDUCED_WEIGHT_MAX)
+#: none, untuned), 7-bit weights, an int8 residual stream and int8 block branches.
+TUNED_INT8_SCHEME = Int8Scheme("int8", 0, REDUCED_WEIGHT_MAX, "int8")
 
 
 def image_batches(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -230,7 +245,8 @@ def quantize_int8(
     rounded ones, as ONNX Runtime wires QDQ by default: on OpenVINO 8-17% faster (the
     residual stream stays in int8; bench/latency.py, (d) against (d2)), for a checkpoint
     trained on that rounding (``enet finetune-int8``; on others it costs ~0.3 points of
-    agreement)."""
+    agreement). ``scheme.branches="int8"`` rounds each bottleneck's branch before its add
+    (calibrated like the rest); the add's shortcut is left as the residual stream has it."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -264,7 +280,16 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
-        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        graph = onnx.load(str(prepared)).graph
+        convs = [n.name for n in graph.node if n.op_type == "Conv"]
+        adds = [n.name for n in graph.node if n.op_type == "Add"]
+        # told apart in the exported graph: pre-processing can drop the exporter's records
+        branch_adds = (
+            _bottleneck_adds(onnx.load(str(fp32)).graph) if scheme.branches == "int8" else {}
+        )
+        if not set(branch_adds) <= set(adds):
+            raise QuantizationError(f"{fp32}: pre-processing renamed the blocks' adds")
+        op_types = ["Conv", "ConvTranspose"] + (["Add"] if branch_adds else [])
         with contextlib.redirect_stdout(io.StringIO()):  # its histogram chatter
             quantize_static(
                 str(prepared),
@@ -277,19 +302,21 @@ def quantize_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
-                op_types_to_quantize=["Conv", "ConvTranspose"],
-                nodes_to_exclude=convs[: scheme.fp32_convs],
+                op_types_to_quantize=op_types,
+                nodes_to_exclude=convs[: scheme.fp32_convs]
+                + [a for a in adds if a not in branch_adds],
                 reduce_range=scheme.weight_max == REDUCED_WEIGHT_MAX,  # weights only, in QDQ
                 extra_options={
-                    "OpTypesToExcludeOutputQuantization": ["Conv", "ConvTranspose"],
+                    "OpTypesToExcludeOutputQuantization": op_types,
                     "CalibPercentile": 99.99,
                     "CalibTensorRangeSymmetric": False,  # percentile's default is symmetric
                     "CalibStridedMinMax": 1,  # any calibration method: one image per range
                 },
             )
         model = onnx.load(str(Path(tmp) / "int8.onnx"))
+        _shortcuts_unrounded(model.graph, branch_adds, scheme.residual)
         if scheme.residual == "fp32":
-            _convolutions_read_int8_alone(model.graph)
+            _convolutions_read_int8_alone(model.graph, branch_adds)
         _input_as_8bit(model.graph)
         onnx.save(model, str(out))
 
@@ -345,8 +372,65 @@ def _drop_unused(graph) -> None:
         graph.initializer.remove(constant)
 
 
-def _convolutions_read_int8_alone(graph) -> None:
-    """Hand every other consumer of a quantised activation its fp32 tensor back.
+def _bottleneck_adds(graph) -> dict[str, int]:
+    """The add of each bottleneck block, by node name, with the index of its branch input.
+
+    The exporter records each node's module path and classes (``pkg.torch.onnx.*``): the
+    block's add is the one of its own ops with one input from the block's ``ext_`` modules
+    (max-unpool's index arithmetic has none)."""
+    blocks = {block.__name__ for block in BOTTLENECKS}
+    scopes = {node.name: _torch_meta(node, "name_scopes") for node in graph.node}
+    producer = {name: node for node in graph.node for name in node.output}
+    adds: dict[str, int] = {}
+    for node in graph.node:
+        classes = _torch_meta(node, "class_hierarchy")
+        if node.op_type != "Add" or len(classes) < 2 or classes[-2].split(".")[-1] not in blocks:
+            continue
+        block = scopes[node.name][-2]  # [..., "encoder.regular1_1", "add"]
+        branch = [
+            i
+            for i, name in enumerate(node.input)
+            if name in producer
+            and any(s.startswith(f"{block}.ext_") for s in scopes[producer[name].name])
+        ]
+        if len(branch) == 1:
+            adds[node.name] = branch[0]
+    return adds
+
+
+def _torch_meta(node, key: str) -> list[str]:
+    """A list the exporter recorded on ``node`` (``pkg.torch.onnx.<key>``; [] if none)."""
+    import ast
+
+    meta = {p.key: p.value for p in node.metadata_props}
+    return ast.literal_eval(meta.get(f"pkg.torch.onnx.{key}", "[]"))
+
+
+def _shortcuts_unrounded(graph, branch_adds: dict[str, int], residual: str) -> None:
+    """Quantising an add rounds both its inputs; keep only its branch rounded. The shortcut
+    stays as the residual stream has it: rounded only where a convolution reads the same
+    rounding (a regular block's input, with ``residual="int8"``), else fp32 (a max-pool's or
+    an upsampling's output)."""
+    producer = {name: node for node in graph.node for name in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for node in graph.node:
+        if node.name not in branch_adds:
+            continue
+        i = 1 - branch_adds[node.name]
+        dq = producer.get(node.input[i])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        shared = any(r.op_type in ("Conv", "ConvTranspose") for r in readers[node.input[i]])
+        if residual == "fp32" or not shared:
+            node.input[i] = producer[dq.input[0]].input[0]
+
+
+def _convolutions_read_int8_alone(graph, branch_adds: dict[str, int]) -> None:
+    """Hand every other consumer of a quantised activation its fp32 tensor back (but the
+    branch inputs of ``branch_adds``, which are rounded for the add alone).
 
     ONNX Runtime rewires all consumers of a quantised tensor to its dequantised copy, so the
     adds and max-pools of ENet's residual stream would read it rounded, at every block."""
@@ -356,6 +440,8 @@ def _convolutions_read_int8_alone(graph) -> None:
         if node.op_type in ("Conv", "ConvTranspose", "QuantizeLinear", "DequantizeLinear"):
             continue
         for i, name in enumerate(node.input):
+            if branch_adds.get(node.name) == i:
+                continue
             dq = producer.get(name)
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in constants:
                 continue

@@ -74,13 +74,26 @@ def test_emulation_rounds_the_int8_convolutions_inputs_and_nothing_in_fp32():
     assert all(torch.equal(after[n], p) for n, p in model.state_dict().items())
 
     # the tuned layout, all convolutions int8: the image conv reads the 8-bit image as it is
-    # (no rounding point), the first downsampling's shortcut reads its input rounded; the
-    # weights end on the 7-bit grid: per output channel, integers times max|w| / 64
+    # (no rounding point), the first downsampling's shortcut reads its input rounded, and
+    # each of the 27 blocks' branches is rounded before its add; the weights end on the
+    # 7-bit grid: per output channel, integers times max|w| / 64
     model = ENet(12).eval()
     all_int8 = _calibrated(model, x, TUNED_INT8_SCHEME)
     image_conv = "encoder.initial_block.conv"
     assert len(all_int8.convolutions) == 89 and image_conv in all_int8.convolutions
-    assert len(all_int8.ranges) == 88 + 27 and image_conv not in all_int8.ranges
+    assert len(all_int8.ranges) == 88 + 27 + 27 and image_conv not in all_int8.ranges
+    branch: list[torch.Tensor] = []
+    hook = model.encoder.dilated3_1.register_forward_hook(
+        lambda m, args, out: branch.append(
+            m.ext_regul(m.ext_conv3(m.ext_conv2(m.ext_conv1(args[0]))))
+        )
+    )
+    with torch.no_grad():
+        model(x)
+        all_int8.rounding = True
+        model(x)
+    hook.remove()
+    assert branch[0].unique().numel() > 256 >= branch[1].unique().numel()
     all_int8.finish()
     for name in all_int8.convolutions:
         conv = model.get_submodule(name)
@@ -117,6 +130,7 @@ def test_finetune_int8_writes_a_snapped_checkpoint_that_exports_an_int8_residual
     assert tuned["provenance"]["int8_finetune"].startswith("enet finetune-int8 trained.pt")
     assert tuned["provenance"]["int8_fp32_convs"] == "0"
     assert tuned["provenance"]["int8_weight_max"] == "64"
+    assert tuned["provenance"]["int8_branches"] == "int8"
     model = load_checkpoint(out)
     before = read_checkpoint(src)["state_dict"]
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -134,6 +148,7 @@ def test_finetune_int8_writes_a_snapped_checkpoint_that_exports_an_int8_residual
     assert meta["enet.int8"]["int8_residual"] == "int8"
     report = meta["enet.int8"]
     assert report["int8_fp32_convs"] == 0 and report["int8_weight_bits"] == 7
+    assert report["int8_branches"] == "int8"
     assert meta["enet.precision"] == TUNED_INT8_SCHEME.describe()
     graph = onnx.load(str(onnx_file)).graph
     first = next(n for n in graph.node if n.op_type == "Conv")
@@ -154,8 +169,9 @@ def test_finetune_int8_writes_a_snapped_checkpoint_that_exports_an_int8_residual
         producer = {o: n.op_type for n in graph.node for o in n.output}
         adds = [n for n in graph.node if n.op_type == "Add"]
         rounded = sum(producer.get(i) == "DequantizeLinear" for n in adds for i in n.input)
-        # int8: the block adds read the rounded shortcut; fp32: none reads a rounded tensor
-        assert (rounded >= 20) if residual == "int8" else (rounded == 0)
+        # int8: the 27 block adds read the rounded branch and the 23 regular blocks' the
+        # rounded shortcut too; fp32 (and branches fp32): none reads a rounded tensor
+        assert rounded == (27 + 23 if residual == "int8" else 0)
 
     assert main(["finetune-int8", str(src), "--data", str(tmp_path), "--out", str(out)]) == 2
     assert "enet: error:" in capsys.readouterr().err

@@ -5,8 +5,10 @@ old weights' metrics."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from onnx import TensorProto
@@ -15,10 +17,17 @@ from onnxruntime.quantization.quant_utils import quantize_data
 from enet.checkpoint import read_checkpoint, save_checkpoint
 from enet.cli import main
 from enet.data.classes import class_set
+from enet.export import export_onnx
 from enet.model import ENet
-from enet.quantize import REDUCED_WEIGHT_MAX, TUNED_INT8_SCHEME, output_axis, snap_to_int8_grid
+from enet.quantize import (
+    REDUCED_WEIGHT_MAX,
+    TUNED_INT8_SCHEME,
+    output_axis,
+    quantize_int8,
+    snap_to_int8_grid,
+)
 
-from .conftest import ROOT
+from .conftest import DATA, ROOT, require
 
 sys.path.insert(0, str(ROOT / "bench"))
 from int8_overflow import openvino_error_steps
@@ -114,3 +123,29 @@ def test_openvino_multiplies_7_bit_weights_by_full_range_8_bit_inputs_exactly(tm
     error, largest = openvino_error_steps(REDUCED_WEIGHT_MAX, tmp_path)
     assert error < 0.5  # steps of the integer sum
     assert largest > 1000  # large sums: the case that overflows
+
+
+@pytest.mark.parametrize("variant", ["seed", "pytorch-enet"])
+def test_int8_branches_round_each_blocks_branch_and_leave_its_shortcut_as_the_stream_has_it(
+    tmp_path, variant
+):
+    """``branches="int8"``: every bottleneck's add reads its branch rounded; the shortcut is
+    the rounded residual stream in a regular block (the copy its first convolution reads)
+    and fp32 beside a downsampling's pool or an upsampling; max-unpool's index arithmetic
+    and the initial block's add are left alone."""
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", ENet(12, variant).eval(), class_set("camvid"), {})
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(ckpt, fp32, size=(64, 48))
+    frames = sorted(require(DATA / "camvid_sample").glob("train/*.png"))
+    for residual, shortcuts in (("int8", 23), ("fp32", 0)):  # 23 regular blocks
+        out = tmp_path / f"m.{residual}.onnx"
+        quantize_int8(fp32, out, frames, (64, 48), replace(TUNED_INT8_SCHEME, residual=residual))
+        graph = onnx.load(str(out)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        dequantised = {o for o, n in producer.items() if n.op_type == "DequantizeLinear"}
+        rounded = [[i in dequantised for i in n.input] for n in graph.node if n.op_type == "Add"]
+        # the bottlenecks' adds are `main + ext`: the branch is the second input
+        assert sum(r == [False, True] for r in rounded) == 27 - shortcuts, residual
+        assert sum(r == [True, True] for r in rounded) == shortcuts, residual
+        assert [r for r in rounded if r[0]] == [[True, True]] * shortcuts
