@@ -287,6 +287,8 @@ def quantize_int8(
         branch_adds = (
             _bottleneck_adds(onnx.load(str(fp32)).graph) if scheme.branches == "int8" else {}
         )
+        if scheme.branches == "int8" and not branch_adds:
+            raise QuantizationError(f"{fp32}: no block adds found (export it with enet export)")
         if not set(branch_adds) <= set(adds):
             raise QuantizationError(f"{fp32}: pre-processing renamed the blocks' adds")
         op_types = ["Conv", "ConvTranspose"] + (["Add"] if branch_adds else [])

@@ -22,6 +22,7 @@ from enet.model import ENet
 from enet.quantize import (
     REDUCED_WEIGHT_MAX,
     TUNED_INT8_SCHEME,
+    QuantizationError,
     output_axis,
     quantize_int8,
     snap_to_int8_grid,
@@ -149,3 +150,12 @@ def test_int8_branches_round_each_blocks_branch_and_leave_its_shortcut_as_the_st
         assert sum(r == [False, True] for r in rounded) == 27 - shortcuts, residual
         assert sum(r == [True, True] for r in rounded) == shortcuts, residual
         assert [r for r in rounded if r[0]] == [[True, True]] * shortcuts
+    # a graph without the exporter's module records cannot say which input is the branch
+    bare = onnx.load(str(fp32))
+    for node in bare.graph.node:
+        del node.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(QuantizationError, match="no block adds found"):
+        quantize_int8(
+            tmp_path / "bare.onnx", tmp_path / "no.onnx", frames, (64, 48), TUNED_INT8_SCHEME
+        )
