@@ -1,6 +1,7 @@
 """Weights on the int8 grid (`enet snap`): the grid is ONNX Runtime's own, the fp32
 convolutions are left alone, and the command writes a checkpoint that no longer claims the
-old weights' metrics."""
+old weights' metrics. OpenVINO multiplies 7-bit weights exactly; the blocks' adds read what
+the scheme says is rounded."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_int8_branches_round_each_blocks_branch_and_leave_its_shortcut_as_the_st
     fp32 = tmp_path / "m.onnx"
     export_onnx(ckpt, fp32, size=(64, 48))
     frames = sorted(require(DATA / "camvid_sample").glob("train/*.png"))
-    for residual, shortcuts in (("int8", 23), ("fp32", 0)):  # 23 regular blocks
+    streams = (("int8", 23), ("fp32", 0)) if variant == "seed" else (("int8", 23),)
+    for residual, shortcuts in streams:  # 23 regular blocks
         out = tmp_path / f"m.{residual}.onnx"
         quantize_int8(fp32, out, frames, (64, 48), replace(TUNED_INT8_SCHEME, residual=residual))
         graph = onnx.load(str(out)).graph
@@ -150,6 +152,8 @@ def test_int8_branches_round_each_blocks_branch_and_leave_its_shortcut_as_the_st
         assert sum(r == [False, True] for r in rounded) == 27 - shortcuts, residual
         assert sum(r == [True, True] for r in rounded) == shortcuts, residual
         assert [r for r in rounded if r[0]] == [[True, True]] * shortcuts
+    if variant != "seed":
+        return
     # a graph without the exporter's module records cannot say which input is the branch
     bare = onnx.load(str(fp32))
     for node in bare.graph.node:
