@@ -4,6 +4,7 @@ snapped checkpoint, and exporting it keeps the residual stream in int8."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -162,16 +163,16 @@ def test_finetune_int8_writes_a_snapped_checkpoint_that_exports_an_int8_residual
     assert len(convs) == 89 and max(int(np.abs(w).max()) for w in convs) == 64
     fp32_stream = tmp_path / "fp32-stream.onnx"
     frames = sorted(CAMVID.glob("train/*.png"))
-    fp32_residual = Int8Scheme("fp32", 0, TUNED_INT8_SCHEME.weight_max)
+    fp32_residual = replace(TUNED_INT8_SCHEME, residual="fp32")
     quantize_int8(tmp_path / "tuned.int8.fp32.onnx", fp32_stream, frames, (96, 72), fp32_residual)
     for path, residual in ((onnx_file, "int8"), (fp32_stream, "fp32")):
         graph = onnx.load(str(path)).graph
         producer = {o: n.op_type for n in graph.node for o in n.output}
         adds = [n for n in graph.node if n.op_type == "Add"]
         rounded = sum(producer.get(i) == "DequantizeLinear" for n in adds for i in n.input)
-        # int8: the 27 block adds read the rounded branch and the 23 regular blocks' the
-        # rounded shortcut too; fp32 (and branches fp32): none reads a rounded tensor
-        assert rounded == (27 + 23 if residual == "int8" else 0)
+        # the 27 block adds read their branch rounded; with the int8 stream the 23 regular
+        # blocks' the rounded shortcut too, with the fp32 one none
+        assert rounded == (27 + 23 if residual == "int8" else 27)
 
     assert main(["finetune-int8", str(src), "--data", str(tmp_path), "--out", str(out)]) == 2
     assert "enet: error:" in capsys.readouterr().err
