@@ -242,7 +242,7 @@ def quantize_int8(
 
     ``scheme.residual``: "fp32" hands the adds and pools of the residual stream the
     unrounded tensors (agrees best with fp32 for any checkpoint); "int8" lets them read the
-    rounded ones, as ONNX Runtime wires QDQ by default: on OpenVINO 8-17% faster (the
+    rounded ones, as ONNX Runtime wires QDQ by default: on OpenVINO 8-36% faster (the
     residual stream stays in int8; bench/latency.py, (d) against (d2)), for a checkpoint
     trained on that rounding (``enet finetune-int8``; on others it costs ~0.3 points of
     agreement). ``scheme.branches="int8"`` rounds each bottleneck's branch before its add
