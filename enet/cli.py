@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         "symmetric KL pulls them together. BatchNorm stays frozen. The result's weights are "
         "on their grid and it exports all in int8, residual stream and block branches "
         "included, faster on OpenVINO. On the bundled CamVid model (4 epochs on a CPU, "
-        "~35 min): see results/camvid/README.md.",
+        "~33 min): see results/camvid/README.md.",
     )
     p.add_argument("checkpoint", type=Path, help="an enet checkpoint (or a bundled model's name)")
     p.add_argument("--data", type=Path, required=True, help="a prepared set (enet prepare)")
