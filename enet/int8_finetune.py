@@ -88,16 +88,14 @@ class Int8Emulation:
             grid = _WeightOnGrid(output_axis(conv), scheme.weight_max)
             parametrize.register_parametrization(conv, "weight", grid)
         points = dict.fromkeys(self.convolutions)
+        branches: list[str] = []
         for name, module in model.named_modules():
             if isinstance(module, BOTTLENECKS) and f"{name}.ext_conv1.0" in points:
                 points[name] = None
+            if isinstance(module, BOTTLENECKS) and scheme.branches == "int8":
+                branches.append(f"{name}.ext_regul")
             if isinstance(module, InitialBlock):  # it reads the 8-bit image as it is
                 points.pop(f"{name}.conv", None)
-        branches = [
-            f"{name}.ext_regul"
-            for name, module in model.named_modules()
-            if isinstance(module, BOTTLENECKS) and scheme.branches == "int8"
-        ]
         self.ranges: dict[str, tuple[float, int]] = {}
         self.rounding = False
         self._samples: dict[str, list[Tensor]] | None = None

@@ -316,7 +316,7 @@ def quantize_int8(
                 },
             )
         model = onnx.load(str(Path(tmp) / "int8.onnx"))
-        _shortcuts_unrounded(model.graph, branch_adds, scheme.residual)
+        _shortcuts_unrounded(model.graph, branch_adds)
         if scheme.residual == "fp32":
             _convolutions_read_int8_alone(model.graph, branch_adds)
         _input_as_8bit(model.graph)
@@ -408,11 +408,11 @@ def _torch_meta(node, key: str) -> list[str]:
     return ast.literal_eval(meta.get(f"pkg.torch.onnx.{key}", "[]"))
 
 
-def _shortcuts_unrounded(graph, branch_adds: dict[str, int], residual: str) -> None:
+def _shortcuts_unrounded(graph, branch_adds: dict[str, int]) -> None:
     """Quantising an add rounds both its inputs; keep only its branch rounded. The shortcut
-    stays as the residual stream has it: rounded only where a convolution reads the same
-    rounding (a regular block's input, with ``residual="int8"``), else fp32 (a max-pool's or
-    an upsampling's output)."""
+    goes back to fp32 where it was rounded for the add alone (a max-pool's or an upsampling's
+    output); where a convolution reads the same rounding (a regular block's input) it stays
+    as the residual stream has it (``_convolutions_read_int8_alone`` for an fp32 one)."""
     producer = {name: node for node in graph.node for name in node.output}
     readers: dict[str, list] = {}
     for node in graph.node:
@@ -425,8 +425,7 @@ def _shortcuts_unrounded(graph, branch_adds: dict[str, int], residual: str) -> N
         dq = producer.get(node.input[i])
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
-        shared = any(r.op_type in ("Conv", "ConvTranspose") for r in readers[node.input[i]])
-        if residual == "fp32" or not shared:
+        if not any(r.op_type in ("Conv", "ConvTranspose") for r in readers[node.input[i]]):
             node.input[i] = producer[dq.input[0]].input[0]
 
 

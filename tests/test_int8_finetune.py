@@ -83,11 +83,9 @@ def test_emulation_rounds_the_int8_convolutions_inputs_and_nothing_in_fp32():
     image_conv = "encoder.initial_block.conv"
     assert len(all_int8.convolutions) == 89 and image_conv in all_int8.convolutions
     assert len(all_int8.ranges) == 88 + 27 + 27 and image_conv not in all_int8.ranges
-    branch: list[torch.Tensor] = []
-    hook = model.encoder.dilated3_1.register_forward_hook(
-        lambda m, args, out: branch.append(
-            m.ext_regul(m.ext_conv3(m.ext_conv2(m.ext_conv1(args[0]))))
-        )
+    branch: list[torch.Tensor] = []  # a block's branch as its add reads it (hooks chain)
+    hook = model.encoder.dilated3_1.ext_regul.register_forward_hook(
+        lambda _m, _args, out: branch.append(out)
     )
     with torch.no_grad():
         model(x)
