@@ -11,7 +11,9 @@ calibrated on real CamVid frames; the shipped model was tuned by ``enet finetune
 every convolution, the residual stream and the blocks' branches are int8, on 7-bit weights
 that CPUs without VNNI multiply without overflow) as ``enet infer`` runs it on a CPU: on
 OpenVINO when installed, (d2) and (d3) the same with the residual stream or the branches
-left fp32 (what each is worth), (d') on ONNX Runtime; (e) OpenVINO fp32 on the fp32 file.
+left fp32 (what each is worth), (d4) with the last layer whole (on CPUs without AVX-512,
+where (d) computes it in row bands so that OpenVINO keeps it int8), (d') on ONNX Runtime;
+(e) OpenVINO fp32 on the fp32 file.
 bf16 is left out where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our
 paths run the shipped CamVid model; the reduced-precision paths are judged by their
 per-pixel argmax agreement with fp32 on the real frames of ../shared/data that calibration
@@ -50,6 +52,7 @@ from enet.infer import (  # noqa: E402
     keep_freed_memory,
 )
 from enet.model import ENet  # noqa: E402
+from enet.openvino_graph import int8_deconv_bound  # noqa: E402
 from enet.quantize import (  # noqa: E402
     Int8Scheme,
     argmax_agreement,
@@ -64,6 +67,8 @@ ABLATIONS = {
     "(d2) int8, fp32 residual stream, OpenVINO": {"residual": "fp32"},
     "(d3) int8, fp32 block branches, OpenVINO": {"branches": "fp32"},
 }
+#: (d) with the last layer whole, where OpenVINO runs it in fp32 (enet.openvino_graph).
+WHOLE_LAST_LAYER = "(d4) int8, last layer whole, OpenVINO"
 
 
 #: A path's turn: one untimed call, then ``calls`` timed ones; returns their seconds.
@@ -196,7 +201,7 @@ def main() -> None:
         (SHARED / "data" / "cityscapes_sample" / "leftImg8bit").rglob("*.png")
     )
     agreement = int8 = None
-    ablations: dict[str, tuple[float, float]] = {}  # (d2), (d3): their agreement
+    ablations: dict[str, tuple[float, float]] = {}  # (d2), (d3), (d4): their agreement
     if calibration:  # the int8 export keeps the fp32 file it quantised beside it
         int8 = tmp / "camvid.int8.onnx"
         report = export_onnx(
@@ -235,6 +240,10 @@ def main() -> None:
                 vino_ablated = OpenVinoPredictor(ablated, threads=args.threads)
                 paths[name] = in_process(lambda run=vino_ablated: run(xn))
                 ablations[name] = argmax_agreement(vino_ablated, ort_fp32, check, SIZE)
+            if int8_deconv_bound():  # (d) runs the last layer in row bands on this CPU
+                whole = OpenVinoPredictor(int8, threads=args.threads, row_bands=False)
+                paths[WHOLE_LAST_LAYER] = in_process(lambda: whole(xn))
+                ablations[WHOLE_LAST_LAYER] = argmax_agreement(whole, ort_fp32, check, SIZE)
         ort_int8 = ort_runner(int8, args.threads)
         paths["(d') int8 QDQ on ONNX Runtime"] = in_process(lambda: ort_int8(xn))
 

@@ -32,6 +32,7 @@ from .evaluate import class_to_label_id
 from .fileio import atomic_write, write_json_atomic, write_png_atomic
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
+from .openvino_graph import int8_deconv_bound, split_wide_transposed_convolutions
 from .transforms import model_input
 from .visualize import colorize, overlay
 
@@ -82,7 +83,9 @@ class OpenVinoPredictor:
     (fused convolutions, reused buffers, int8 kernels for ``enet export --int8`` files);
     see bench/latency.py."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, row_bands: bool = True) -> None:
+        """``row_bands``: run an int8 file's wide transposed convolutions in row bands where
+        this CPU needs it to keep them int8 (``enet.openvino_graph``)."""
         import openvino as ov
 
         from .export import onnx_metadata
@@ -101,6 +104,9 @@ class OpenVinoPredictor:
         core = ov.Core()
         try:
             model = core.read_model(str(path))
+            int8 = meta.get("enet.precision") != "fp32"
+            if row_bands and int8 and (bound := int8_deconv_bound()):
+                split_wide_transposed_convolutions(model, bound)
             # logits as OpenVINO computes them, channels last: its reorder back to N x C x H x W
             # took 7-8 of ~100 ms at 1024x512 (__call__ returns an N x C x H x W view)
             post = ov.preprocess.PrePostProcessor(model)

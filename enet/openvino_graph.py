@@ -1,0 +1,90 @@
+"""A rewrite of OpenVINO models that lets its CPU plugin keep int8 transposed convolutions int8.
+
+On CPUs without AVX-512, OpenVINO runs a transposed convolution in int8 only while
+``in_channels**2 * out_height * out_width <= 2**26`` (a heuristic in its CPU plugin's
+``Deconvolution::canBeExecutedInInt8``); above it the layer runs in fp32 on dequantised
+values. ENet's last layer (16 channels in, 1024x512 out) is 2**27: in an int8 file it took
+15-17 of ~85 ms on a 2-core AVX2 CPU. Computed in bands of output rows, each under the
+bound, it runs in int8 (~4 ms) and one concat (3-6 ms) joins the bands. The bands compute
+exactly what the layer does: each reads the input rows that reach its output rows and crops
+the rest with its pads.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+
+import numpy as np
+import torch
+
+#: OpenVINO's bound on ``in_channels**2 * out_height * out_width`` for int8 transposed
+#: convolutions on CPUs without AVX-512.
+INT8_DECONV_BOUND = 1 << 26
+
+
+def int8_deconv_bound() -> int | None:
+    """The bound where this CPU has it (x86 without AVX-512), else None: elsewhere a split
+    would only add the concat."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return INT8_DECONV_BOUND if x86 and not avx512 else None
+
+
+def split_wide_transposed_convolutions(model, bound: int = INT8_DECONV_BOUND) -> int:
+    """Replace each 2-D transposed convolution of ``model`` (an ``openvino.Model``) whose
+    ``in_channels**2 * out_height * out_width`` exceeds ``bound`` by the same layer over bands
+    of output rows, concatenated. Returns how many were replaced. Layers with dynamic shapes,
+    dilation, groups, automatic padding or an output-shape input are left alone."""
+    import openvino.opset13 as ops
+
+    def const(value: int):
+        return ops.constant(np.array([value], np.int64))
+
+    replaced = 0
+    for layer in model.get_ordered_ops():
+        if layer.get_type_name() != "ConvolutionBackpropData" or layer.get_input_size() != 2:
+            continue
+        attrs = layer.get_attributes()
+        shapes = [layer.get_input_partial_shape(i) for i in (0, 1)]
+        shapes.append(layer.get_output_partial_shape(0))
+        if attrs["auto_pad"] != "explicit" or attrs["dilations"] != [1, 1]:
+            continue
+        if not all(s.is_static and len(s) == 4 for s in shapes):
+            continue
+        (_, in_channels, in_h, _), (_, _, kernel, _), (_, _, out_h, out_w) = (
+            s.to_shape() for s in shapes
+        )
+        stride, pad_begin = attrs["strides"][0], attrs["pads_begin"][0]
+        rows = bound // (in_channels * in_channels * out_w)
+        if rows >= out_h or rows == 0 or kernel < stride:
+            continue
+        bands = math.ceil(out_h / rows)
+        data, weights = layer.input_value(0), layer.input_value(1)
+        parts = []
+        for band in range(bands):
+            top, bottom = band * out_h // bands, (band + 1) * out_h // bands
+            # input rows i reach output row o when stride*i <= o + pad_begin < stride*i + kernel
+            first = max(0, -((kernel - 1 - top - pad_begin) // stride))
+            last = min(in_h - 1, (bottom - 1 + pad_begin) // stride)
+            # rows the band computes beyond [top, bottom): cropped by its pads, or (past the
+            # input's end, where the layer's output padding lies) added as output padding
+            before = top + pad_begin - stride * first
+            after = stride * last + kernel - (bottom + pad_begin)
+            rows_in = ops.slice(data, const(first), const(last + 1), const(1), const(2))
+            parts.append(
+                ops.convolution_backprop_data(
+                    rows_in,
+                    weights,
+                    attrs["strides"],
+                    pads_begin=[before, attrs["pads_begin"][1]],
+                    pads_end=[max(after, 0), attrs["pads_end"][1]],
+                    dilations=attrs["dilations"],
+                    output_padding=[max(-after, 0), attrs["output_padding"][1]],
+                )
+            )
+        joined = ops.concat(parts, 2)
+        joined.set_friendly_name(layer.get_friendly_name())
+        layer.output(0).replace(joined.output(0))
+        replaced += 1
+    return replaced
