@@ -279,7 +279,12 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+        # ONNX's own shape inference: ONNX Runtime's symbolic one fails on --dynamic files
+        # (the quantised graphs of fixed-shape files are the same either way)
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception as exc:
+            raise QuantizationError(f"{fp32}: ONNX Runtime cannot prepare it ({exc})") from None
         graph = onnx.load(str(prepared)).graph
         convs = [n.name for n in graph.node if n.op_type == "Conv"]
         adds = [n.name for n in graph.node if n.op_type == "Add"]
