@@ -90,6 +90,9 @@ class OpenVinoPredictor:
     ran 1.49x (fp32) and 1.55x (int8) faster than the dynamic one, after a compile of 0.4
     and 1.7 s (``bench/dynamic_shapes.py``)."""
 
+    #: how many input shapes seen once it remembers (to compile a graph if they come again)
+    SHAPES_REMEMBERED = 64
+
     def __init__(
         self,
         path: Path,
@@ -158,7 +161,7 @@ class OpenVinoPredictor:
             return self.shape_requests[shape]
         if shape not in self.shapes_seen:
             self.shapes_seen[shape] = None
-            if len(self.shapes_seen) > 64:
+            if len(self.shapes_seen) > self.SHAPES_REMEMBERED:
                 self.shapes_seen.popitem(last=False)
             return self.request
         model = self.model.clone()

@@ -90,10 +90,11 @@ class Int8Emulation:
         points = dict.fromkeys(self.convolutions)
         branches: list[str] = []
         for name, module in model.named_modules():
-            if isinstance(module, BOTTLENECKS) and f"{name}.ext_conv1.0" in points:
-                points[name] = None
-            if isinstance(module, BOTTLENECKS) and scheme.branches == "int8":
-                branches.append(f"{name}.ext_regul")
+            if isinstance(module, BOTTLENECKS):
+                if f"{name}.ext_conv1.0" in points:
+                    points[name] = None
+                if scheme.branches == "int8":
+                    branches.append(f"{name}.ext_regul")
             if isinstance(module, InitialBlock):  # it reads the 8-bit image as it is
                 points.pop(f"{name}.conv", None)
         self.ranges: dict[str, tuple[float, int]] = {}

@@ -387,7 +387,7 @@ def _bottleneck_adds(graph) -> dict[str, int]:
     (max-unpool's index arithmetic has none)."""
     blocks = {block.__name__ for block in BOTTLENECKS}
     scopes = {node.name: _torch_meta(node, "name_scopes") for node in graph.node}
-    producer = {name: node for node in graph.node for name in node.output}
+    producer = _producers(graph)
     adds: dict[str, int] = {}
     for node in graph.node:
         classes = _torch_meta(node, "class_hierarchy")
@@ -405,6 +405,11 @@ def _bottleneck_adds(graph) -> dict[str, int]:
     return adds
 
 
+def _producers(graph) -> dict:
+    """Each tensor's producing node, by tensor name."""
+    return {name: node for node in graph.node for name in node.output}
+
+
 def _torch_meta(node, key: str) -> list[str]:
     """A list the exporter recorded on ``node`` (``pkg.torch.onnx.<key>``; [] if none)."""
     import ast
@@ -418,7 +423,7 @@ def _shortcuts_unrounded(graph, branch_adds: dict[str, int]) -> None:
     goes back to fp32 where it was rounded for the add alone (a max-pool's or an upsampling's
     output); where a convolution reads the same rounding (a regular block's input) it stays
     as the residual stream has it (``_convolutions_read_int8_alone`` for an fp32 one)."""
-    producer = {name: node for node in graph.node for name in node.output}
+    producer = _producers(graph)
     readers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
@@ -441,7 +446,7 @@ def _convolutions_read_int8_alone(graph, branch_adds: dict[str, int]) -> None:
     ONNX Runtime rewires all consumers of a quantised tensor to its dequantised copy, so the
     adds and max-pools of ENet's residual stream would read it rounded, at every block."""
     constants = {t.name for t in graph.initializer}
-    producer = {name: node for node in graph.node for name in node.output}
+    producer = _producers(graph)
     for node in graph.node:
         if node.op_type in ("Conv", "ConvTranspose", "QuantizeLinear", "DequantizeLinear"):
             continue

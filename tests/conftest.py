@@ -28,3 +28,12 @@ def run_enet(*args: str) -> subprocess.CompletedProcess:
     a process that has run OpenVINO's int8 kernels segfaulted when it later forked."""
     run = [sys.executable, "-m", "enet", *args]
     return subprocess.run(run, capture_output=True, text=True, timeout=600)
+
+
+def deconvolution_kernels(compiled) -> list[str]:
+    """The kernel OpenVINO picked for each transposed convolution of a compiled model."""
+    return [
+        op.get_rt_info()["primitiveType"].astype(str)
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Deconvolution"
+    ]

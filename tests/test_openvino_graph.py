@@ -18,6 +18,8 @@ from enet.openvino_graph import (
 )
 from enet.quantize import REDUCED_WEIGHT_MAX
 
+from .conftest import deconvolution_kernels
+
 ov = pytest.importorskip("openvino")
 
 
@@ -75,12 +77,7 @@ def _compile(path, bound=None):
     model = core.read_model(str(path))
     replaced = split_wide_transposed_convolutions(model, bound) if bound else 0
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    kernels = [
-        op.get_rt_info()["primitiveType"].astype(str)
-        for op in compiled.get_runtime_model().get_ordered_ops()
-        if op.get_rt_info()["layerType"].astype(str) == "Deconvolution"
-    ]
-    return compiled, replaced, kernels
+    return compiled, replaced, deconvolution_kernels(compiled)
 
 
 @pytest.mark.parametrize(
@@ -137,10 +134,7 @@ def test_predictor_bands_int8_files_only(tmp_path, monkeypatch):
             path, {"enet.classes": class_set("camvid").to_dict(), "enet.precision": precision}
         )
         predictor = OpenVinoPredictor(path)
-        ops = predictor.request.get_compiled_model().get_runtime_model().get_ordered_ops()
-        layers[precision] = sum(
-            op.get_rt_info()["layerType"].astype(str) == "Deconvolution" for op in ops
-        )
+        layers[precision] = len(deconvolution_kernels(predictor.request.get_compiled_model()))
         logits[precision] = predictor(x)
     assert layers == {"fp32": 1, "int8 QDQ": 5}
     np.testing.assert_allclose(logits["int8 QDQ"], logits["fp32"], rtol=0, atol=1e-4)
