@@ -12,7 +12,9 @@ every convolution, the residual stream and the blocks' branches are int8, on 7-b
 that CPUs without VNNI multiply without overflow) as ``enet infer`` runs it on a CPU: on
 OpenVINO when installed, (d2) and (d3) the same with the residual stream or the branches
 left fp32 (what each is worth), (d4) with the last layer whole (on CPUs without AVX-512,
-where (d) computes it in row bands so that OpenVINO keeps it int8), (d') on ONNX Runtime;
+where (d) computes it in row bands so that OpenVINO keeps it int8), (d5) on OpenVINO's own
+choice of int8 kernels (on AVX-512 CPUs without AMX, where (d) asks for others that apply
+ENet's per-channel PReLU faster: ``enet.openvino_graph``), (d') on ONNX Runtime;
 (e) OpenVINO fp32 on the fp32 file.
 bf16 is left out where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our
 paths run the shipped CamVid model; the reduced-precision paths are judged by their
@@ -52,7 +54,7 @@ from enet.infer import (  # noqa: E402
     keep_freed_memory,
 )
 from enet.model import ENet  # noqa: E402
-from enet.openvino_graph import int8_deconv_bound  # noqa: E402
+from enet.openvino_graph import int8_convolution_kernels, int8_deconv_bound  # noqa: E402
 from enet.quantize import (  # noqa: E402
     Int8Scheme,
     argmax_agreement,
@@ -69,6 +71,8 @@ ABLATIONS = {
 }
 #: (d) with the last layer whole, where OpenVINO runs it in fp32 (enet.openvino_graph).
 WHOLE_LAST_LAYER = "(d4) int8, last layer whole, OpenVINO"
+#: (d) on the kernels OpenVINO picks itself, where (d) asks for others (enet.openvino_graph).
+OWN_KERNELS = "(d5) int8, OpenVINO's own kernels"
 
 
 #: A path's turn: one untimed call, then ``calls`` timed ones; returns their seconds.
@@ -244,6 +248,10 @@ def main() -> None:
                 whole = OpenVinoPredictor(int8, threads=args.threads, row_bands=False)
                 paths[WHOLE_LAST_LAYER] = in_process(lambda: whole(xn))
                 ablations[WHOLE_LAST_LAYER] = argmax_agreement(whole, ort_fp32, check, SIZE)
+            if int8_convolution_kernels():  # (d) asks for other kernels on this CPU
+                own = OpenVinoPredictor(int8, threads=args.threads, int8_kernels=False)
+                paths[OWN_KERNELS] = in_process(lambda: own(xn))
+                ablations[OWN_KERNELS] = argmax_agreement(own, ort_fp32, check, SIZE)
         ort_int8 = ort_runner(int8, args.threads)
         paths["(d') int8 QDQ on ONNX Runtime"] = in_process(lambda: ort_int8(xn))
 

@@ -33,7 +33,12 @@ from .evaluate import class_to_label_id
 from .fileio import atomic_write, write_json_atomic, write_png_atomic
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
-from .openvino_graph import int8_deconv_bound, split_wide_transposed_convolutions
+from .openvino_graph import (
+    int8_convolution_kernels,
+    int8_deconv_bound,
+    prefer_kernels,
+    split_wide_transposed_convolutions,
+)
 from .transforms import model_input
 from .visualize import colorize, overlay
 
@@ -99,10 +104,13 @@ class OpenVinoPredictor:
         threads: int | None = None,
         row_bands: bool = True,
         shapes_kept: int = 4,
+        int8_kernels: bool = True,
     ) -> None:
         """``row_bands``: run an int8 file's wide transposed convolutions in row bands where
-        this CPU needs it to keep them int8 (``enet.openvino_graph``). ``shapes_kept``: how
-        many fixed-shape graphs of a dynamic file to keep (0: always the dynamic graph)."""
+        this CPU needs it to keep them int8; ``int8_kernels``: ask for the int8 convolution
+        kernels that run ENet fastest on this CPU (both ``enet.openvino_graph``).
+        ``shapes_kept``: how many fixed-shape graphs of a dynamic file to keep (0: always the
+        dynamic graph)."""
         import openvino as ov
 
         from .export import onnx_metadata
@@ -119,7 +127,9 @@ class OpenVinoPredictor:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.core = ov.Core()
-        self.row_bands = row_bands and meta.get("enet.precision") != "fp32"
+        int8 = meta.get("enet.precision") != "fp32"
+        self.row_bands = row_bands and int8
+        self.int8_kernels = int8_convolution_kernels() if int8_kernels and int8 else None
         self.shapes_kept = shapes_kept
         try:
             self.model = self.core.read_model(str(path))
@@ -146,6 +156,8 @@ class OpenVinoPredictor:
 
         if self.row_bands and (bound := int8_deconv_bound()):
             split_wide_transposed_convolutions(model, bound)
+        if self.int8_kernels:
+            model = prefer_kernels(model, self.int8_kernels, self.core)
         # logits as OpenVINO computes them, channels last: its reorder back to N x C x H x W
         # took 7-8 of ~100 ms at 1024x512 (__call__ returns an N x C x H x W view)
         post = ov.preprocess.PrePostProcessor(model)

@@ -1,6 +1,6 @@
-"""A rewrite of OpenVINO models that lets its CPU plugin keep int8 transposed convolutions int8.
+"""Rewrites of OpenVINO models that let its CPU plugin run ENet's int8 layers fast.
 
-On CPUs without AVX-512, OpenVINO runs a transposed convolution in int8 only while
+Row bands. On CPUs without AVX-512, OpenVINO runs a transposed convolution in int8 only while
 ``in_channels**2 * out_height * out_width <= 2**26`` (a heuristic in its CPU plugin's
 ``Deconvolution::canBeExecutedInInt8``); above it the layer runs in fp32 on dequantised
 values. ENet's last layer (16 channels in, 1024x512 out) is 2**27: in an int8 file it took
@@ -8,12 +8,21 @@ values. ENet's last layer (16 channels in, 1024x512 out) is 2**27: in an int8 fi
 bound, it runs in int8 (~4 ms) and one concat (3-6 ms) joins the bands. The bands compute
 exactly what the layer does: each reads the input rows that reach its output rows and crops
 the rest with its pads.
+
+Kernel choice. On AVX-512 CPUs without AMX, OpenVINO picks its brgemm kernels for int8
+convolutions, and they apply a per-channel PReLU slowly (a oneDNN binary post-op): ENet's
+PReLU encoder then cost ~15 of ~50 ms at 1024x512 on 2 cores. Its older jit_avx512 kernels
+take per-channel PReLU as a cheap post-op; asked for them, the int8 file ran in 32-35 ms
+instead of 47-56 on a 2-core AMD EPYC (AVX-512 VNNI), with identical logits.
 """
 
 from __future__ import annotations
 
 import math
 import platform
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,9 +35,47 @@ INT8_DECONV_BOUND = 1 << 26
 def int8_deconv_bound() -> int | None:
     """The bound where this CPU has it (x86 without AVX-512), else None: elsewhere a split
     would only add the concat."""
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
     avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
-    return INT8_DECONV_BOUND if x86 and not avx512 else None
+    return INT8_DECONV_BOUND if _x86() and not avx512 else None
+
+
+#: OpenVINO's CPU kernels for int8 convolutions on AVX-512 CPUs without AMX (see above).
+INT8_CONVOLUTION_KERNELS = "cpu:jit_avx512"
+
+
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def int8_convolution_kernels() -> str | None:
+    """The kernels to ask for where this CPU has AVX-512 but no AMX, else None: AVX2 CPUs
+    get jit kernels anyway, and AMX's brgemm kernels are not ours to second-guess."""
+    if not _x86() or torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return None
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: True)()
+    return None if amx else INT8_CONVOLUTION_KERNELS
+
+
+def prefer_kernels(model, kernels: str, core):
+    """``model`` (an ``openvino.Model``) with its convolutions and transposed convolutions
+    asking OpenVINO's CPU plugin for ``kernels`` first, read back by ``core``. The request is
+    the runtime attribute ``primitives_priority``, which the plugin reads only from an IR file
+    (the Python API stores runtime info as strings, which it ignores): hence the round trip."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, xml, compress_to_fp16=False)
+        tree = ET.parse(xml)
+        weights = ov.Tensor(np.fromfile(xml.with_suffix(".bin"), np.uint8))
+    for layer in tree.getroot().iter("layer"):
+        if layer.get("type") in ("Convolution", "ConvolutionBackpropData"):
+            info = layer.find("rt_info")
+            if info is None:
+                info = ET.SubElement(layer, "rt_info")
+            attribute = {"name": "primitives_priority", "version": "0", "value": kernels}
+            ET.SubElement(info, "attribute", attribute)
+    return core.read_model(ET.tostring(tree.getroot(), encoding="unicode"), weights)
 
 
 def split_wide_transposed_convolutions(model, bound: int = INT8_DECONV_BOUND) -> int:

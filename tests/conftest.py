@@ -30,10 +30,11 @@ def run_enet(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(run, capture_output=True, text=True, timeout=600)
 
 
-def deconvolution_kernels(compiled) -> list[str]:
-    """The kernel OpenVINO picked for each transposed convolution of a compiled model."""
+def openvino_kernels(compiled, *layers: str) -> list[str]:
+    """The kernel OpenVINO picked for each layer of a compiled model of the given types
+    (its own names: ``Convolution``, ``Deconvolution`` for transposed convolutions)."""
     return [
         op.get_rt_info()["primitiveType"].astype(str)
         for op in compiled.get_runtime_model().get_ordered_ops()
-        if op.get_rt_info()["layerType"].astype(str) == "Deconvolution"
+        if op.get_rt_info()["layerType"].astype(str) in layers
     ]

@@ -4,6 +4,7 @@ metadata round-trips, and a failed parity check leaves no file."""
 from __future__ import annotations
 
 import json
+import platform
 from collections import Counter
 
 import numpy as np
@@ -20,11 +21,12 @@ from enet.convert import convert_checkpoint
 from enet.data.classes import class_set
 from enet.errors import UsageError
 from enet.export import ExportError, export_onnx, onnx_metadata, set_onnx_metadata
-from enet.infer import has_openvino, load_predictor, run_inference
+from enet.infer import OpenVinoPredictor, has_openvino, load_predictor, run_inference
 from enet.model import ENet
+from enet.openvino_graph import INT8_CONVOLUTION_KERNELS, int8_convolution_kernels
 from enet.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
 
-from .conftest import DATA, MINDSPORE, REFERENCE, deconvolution_kernels, require, run_enet
+from .conftest import DATA, MINDSPORE, REFERENCE, openvino_kernels, require, run_enet
 
 
 def _run(path, x: np.ndarray) -> np.ndarray:
@@ -264,17 +266,26 @@ def test_openvino_runs_dynamic_exports_at_any_size(dynamic_export, encoder_only)
         np.testing.assert_allclose(got, want, atol=1e-4)  # each call's logits outlive the next
 
 
-def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_export, tmp_path, monkeypatch):
-    """A ``--dynamic`` file quantises (symbolic shape inference fails on it, so quantisation
-    runs without it); OpenVINO compiles a repeated shape for itself, where the last layer can
-    be split in row bands (here with a bound small enough to split it at 64x48)."""
-    pytest.importorskip("openvino")
+@pytest.fixture(scope="module")
+def dynamic_int8_export(dynamic_export, tmp_path_factory):
+    """The full ENet's ``--dynamic`` export quantised: a ``--dynamic`` file quantises
+    (symbolic shape inference fails on it, so quantisation runs without it)."""
     camvid = require(DATA / "camvid_sample")
     _, fp32 = dynamic_export(False)
-    out = tmp_path / "m.int8.onnx"
+    out = tmp_path_factory.mktemp("dynamic-int8") / "m.int8.onnx"
     scheme = TUNED_INT8_SCHEME  # 7-bit weights: OpenVINO's AVX2 kernels multiply them exactly
     quantize_int8(fp32, out, sorted(camvid.glob("train/*.png")), (64, 48), scheme)
     set_onnx_metadata(out, onnx_metadata(fp32) | {"enet.precision": scheme.describe()})
+    return out
+
+
+def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, monkeypatch):
+    """OpenVINO compiles a repeated shape of a ``--dynamic`` int8 file for itself, where the
+    last layer can be split in row bands (here with a bound small enough to split it at
+    64x48)."""
+    pytest.importorskip("openvino")
+    camvid = require(DATA / "camvid_sample")
+    out = dynamic_int8_export
     monkeypatch.setattr("enet.infer.int8_deconv_bound", lambda: 16 * 16 * 64 * 16)
     vino = load_predictor(out, backend="openvino")
     ort_predictor = load_predictor(out, backend="onnx")
@@ -286,8 +297,34 @@ def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_export, tmp_pa
     np.testing.assert_allclose(second, first, rtol=0, atol=1e-5 * np.abs(first).max())
 
     def deconvolutions(request) -> int:
-        return len(deconvolution_kernels(request.get_compiled_model()))
+        return len(openvino_kernels(request.get_compiled_model(), "Deconvolution"))
 
     # the upsampling blocks' two and the last layer's, whole on the dynamic graph
     assert deconvolutions(vino.request) == 3
     assert deconvolutions(vino.shape_requests[(1, 3, 48, 64)]) == 3 - 1 + 3
+
+
+@pytest.mark.parametrize("kernels", ["cpu:jit_sse42", INT8_CONVOLUTION_KERNELS])
+def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kernels, monkeypatch):
+    """Every int8 (transposed) convolution of ENet runs the kernels the predictor asks for:
+    the ones chosen for AVX-512 CPUs without AMX (where this CPU is one), and SSE4.2 ones (on
+    every x86 CPU, never OpenVINO's own choice); the logits stay those of OpenVINO's own
+    kernels, on the dynamic graph and on the graph compiled for a repeated shape."""
+    pytest.importorskip("openvino")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("OpenVINO's x86 kernels")
+    if kernels == INT8_CONVOLUTION_KERNELS and int8_convolution_kernels() != kernels:
+        pytest.skip("this CPU keeps OpenVINO's own kernels")
+    camvid = require(DATA / "camvid_sample")
+    monkeypatch.setattr("enet.infer.int8_convolution_kernels", lambda: kernels)
+    asked = OpenVinoPredictor(dynamic_int8_export)
+    own = OpenVinoPredictor(dynamic_int8_export, int8_kernels=False)
+    x = next(image_batches(sorted(camvid.glob("test/*.png")), (64, 48)))
+    for _ in range(2):  # the dynamic graph, then the 64x48 one
+        np.testing.assert_allclose(asked(x), own(x), rtol=0, atol=1e-5)
+    name = kernels.removeprefix("cpu:")
+    for request in (asked.request, asked.shape_requests[(1, 3, 48, 64)]):
+        layers = openvino_kernels(request.get_compiled_model(), "Convolution", "Deconvolution")
+        assert len(layers) == 89 and all(k.startswith(name) for k in layers), layers
+    layers = openvino_kernels(own.request.get_compiled_model(), "Convolution", "Deconvolution")
+    assert not any(k.startswith(name) for k in layers), layers

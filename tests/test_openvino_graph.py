@@ -1,7 +1,9 @@
-"""Row bands of transposed convolutions for OpenVINO: the same outputs, and int8 kernels where
-OpenVINO's CPU plugin would fall back to fp32."""
+"""Rewrites of OpenVINO models: row bands of transposed convolutions (the same outputs, and
+int8 kernels where OpenVINO's CPU plugin would fall back to fp32) and the kernels asked for."""
 
 from __future__ import annotations
+
+import platform
 
 import numpy as np
 import onnx
@@ -14,13 +16,16 @@ from enet.infer import OpenVinoPredictor
 from enet.openvino_graph import (
     INT8_DECONV_BOUND,
     int8_deconv_bound,
+    prefer_kernels,
     split_wide_transposed_convolutions,
 )
 from enet.quantize import REDUCED_WEIGHT_MAX
 
-from .conftest import deconvolution_kernels
+from .conftest import openvino_kernels
 
 ov = pytest.importorskip("openvino")
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 def _deconv_file(path, in_shape, out_channels, kernel, pads, output_padding, int8, image=False):
@@ -77,7 +82,7 @@ def _compile(path, bound=None):
     model = core.read_model(str(path))
     replaced = split_wide_transposed_convolutions(model, bound) if bound else 0
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return compiled, replaced, deconvolution_kernels(compiled)
+    return compiled, replaced, openvino_kernels(compiled, "Deconvolution")
 
 
 @pytest.mark.parametrize(
@@ -121,10 +126,15 @@ def test_enet_last_layer_runs_int8_in_row_bands(tmp_path):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
 
 
-def test_predictor_bands_int8_files_only(tmp_path, monkeypatch):
-    """``enet infer`` splits int8 files where the CPU has the bound, and leaves fp32 files
-    (whose transposed convolutions run in fp32 anyway) as exported."""
+def test_predictor_rewrites_int8_files_only(tmp_path, monkeypatch):
+    """``enet infer`` splits int8 files where the CPU has the bound and asks for the int8
+    kernels chosen for the CPU (SSE4.2 ones here: on every x86 CPU, never OpenVINO's own
+    choice), and leaves fp32 files (whose transposed convolutions run in fp32 anyway) as
+    exported."""
+    if not X86:
+        pytest.skip("OpenVINO's SSE4.2 kernels are x86's")
     monkeypatch.setattr("enet.infer.int8_deconv_bound", lambda: 16 * 16 * 40 * 10)
+    monkeypatch.setattr("enet.infer.int8_convolution_kernels", lambda: "cpu:jit_sse42")
     path = tmp_path / "m.onnx"
     x = np.random.default_rng(3).random((1, 3, 46, 40), np.float32)
     layers, logits = {}, {}
@@ -134,7 +144,32 @@ def test_predictor_bands_int8_files_only(tmp_path, monkeypatch):
             path, {"enet.classes": class_set("camvid").to_dict(), "enet.precision": precision}
         )
         predictor = OpenVinoPredictor(path)
-        layers[precision] = len(deconvolution_kernels(predictor.request.get_compiled_model()))
+        layers[precision] = openvino_kernels(
+            predictor.request.get_compiled_model(), "Deconvolution"
+        )
         logits[precision] = predictor(x)
-    assert layers == {"fp32": 1, "int8 QDQ": 5}
+    assert len(layers["fp32"]) == 1 and not layers["fp32"][0].startswith("jit_sse42")
+    assert layers["int8 QDQ"] == ["jit_sse42_I8"] * 5
     np.testing.assert_allclose(logits["int8 QDQ"], logits["fp32"], rtol=0, atol=1e-4)
+
+
+def test_kernels_asked_for_are_the_kernels_run(tmp_path):
+    """``prefer_kernels``'s request reaches OpenVINO's CPU plugin through its own rewrites
+    (the int8 layer here is assembled from quantise/dequantise pairs) and leaves outputs as
+    they were."""
+    if not X86:
+        pytest.skip("OpenVINO's SSE4.2 kernels are x86's")
+    path = tmp_path / "m.onnx"
+    _deconv_file(path, [1, 16, 23, 20], 12, 3, [0, 0, 1, 1], [0, 0], int8=True, image=True)
+    core = ov.Core()
+    x = np.random.default_rng(4).random((1, 3, 46, 40), np.float32)
+    outputs, kernels = [], []
+    for ask in (False, True):
+        model = core.read_model(str(path))
+        if ask:
+            model = prefer_kernels(model, "cpu:jit_sse42", core)
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        kernels.append(openvino_kernels(compiled, "Deconvolution"))
+        outputs.append(compiled.create_infer_request().infer({0: x})[0])
+    assert kernels[1] == ["jit_sse42_I8"] and kernels[0] != kernels[1]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
