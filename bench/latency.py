@@ -15,7 +15,8 @@ left fp32 (what each is worth), (d4) with the last layer whole (on CPUs without 
 where (d) computes it in row bands so that OpenVINO keeps it int8), (d5) on OpenVINO's own
 choice of int8 kernels (on AVX-512 CPUs without AMX, where (d) asks for others that apply
 ENet's per-channel PReLU faster: ``enet.openvino_graph``), (d') on ONNX Runtime;
-(e) OpenVINO fp32 on the fp32 file.
+(e) OpenVINO fp32 on the fp32 file, (e2) with the image's max-pool as exported (where (e)
+pools its channels apart).
 bf16 is left out where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our
 paths run the shipped CamVid model; the reduced-precision paths are judged by their
 per-pixel argmax agreement with fp32 on the real frames of ../shared/data that calibration
@@ -54,7 +55,13 @@ from enet.infer import (  # noqa: E402
     keep_freed_memory,
 )
 from enet.model import ENet  # noqa: E402
-from enet.openvino_graph import int8_convolution_kernels, int8_deconv_bound  # noqa: E402
+from enet.openvino_graph import (  # noqa: E402
+    IMAGE_POOL,
+    INT8_KERNELS,
+    ROW_BANDS,
+    int8_convolution_kernels,
+    int8_deconv_bound,
+)
 from enet.quantize import (  # noqa: E402
     Int8Scheme,
     argmax_agreement,
@@ -73,6 +80,8 @@ ABLATIONS = {
 WHOLE_LAST_LAYER = "(d4) int8, last layer whole, OpenVINO"
 #: (d) on the kernels OpenVINO picks itself, where (d) asks for others (enet.openvino_graph).
 OWN_KERNELS = "(d5) int8, OpenVINO's own kernels"
+#: (e) with the image's max-pool as exported (enet.openvino_graph).
+POOL_AS_EXPORTED = "(e2) OpenVINO fp32, image pool as exported"
 
 
 #: A path's turn: one untimed call, then ``calls`` timed ones; returns their seconds.
@@ -245,11 +254,11 @@ def main() -> None:
                 paths[name] = in_process(lambda run=vino_ablated: run(xn))
                 ablations[name] = argmax_agreement(vino_ablated, ort_fp32, check, SIZE)
             if int8_deconv_bound():  # (d) runs the last layer in row bands on this CPU
-                whole = OpenVinoPredictor(int8, threads=args.threads, row_bands=False)
+                whole = OpenVinoPredictor(int8, threads=args.threads, skip_rewrites={ROW_BANDS})
                 paths[WHOLE_LAST_LAYER] = in_process(lambda: whole(xn))
                 ablations[WHOLE_LAST_LAYER] = argmax_agreement(whole, ort_fp32, check, SIZE)
             if int8_convolution_kernels():  # (d) asks for other kernels on this CPU
-                own = OpenVinoPredictor(int8, threads=args.threads, int8_kernels=False)
+                own = OpenVinoPredictor(int8, threads=args.threads, skip_rewrites={INT8_KERNELS})
                 paths[OWN_KERNELS] = in_process(lambda: own(xn))
                 ablations[OWN_KERNELS] = argmax_agreement(own, ort_fp32, check, SIZE)
         ort_int8 = ort_runner(int8, args.threads)
@@ -261,6 +270,8 @@ def main() -> None:
     else:
         vino = OpenVinoPredictor(fp32, threads=args.threads)
         paths["(e) OpenVINO fp32"] = in_process(lambda: vino(xn))
+        pool = OpenVinoPredictor(fp32, threads=args.threads, skip_rewrites={IMAGE_POOL})
+        paths[POOL_AS_EXPORTED] = in_process(lambda: pool(xn))
         vino_agreement = argmax_agreement(vino, ort_fp32, check, SIZE)
 
     print(f"timing {len(paths)} paths, {args.rounds} turns of {args.calls} calls each", flush=True)

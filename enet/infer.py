@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +34,7 @@ from .evaluate import class_to_label_id
 from .fileio import atomic_write, write_json_atomic, write_png_atomic
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
-from .openvino_graph import (
-    int8_convolution_kernels,
-    int8_deconv_bound,
-    prefer_kernels,
-    split_wide_transposed_convolutions,
-)
+from .openvino_graph import rewrite_for_this_cpu
 from .transforms import model_input
 from .visualize import colorize, overlay
 
@@ -102,15 +98,12 @@ class OpenVinoPredictor:
         self,
         path: Path,
         threads: int | None = None,
-        row_bands: bool = True,
         shapes_kept: int = 4,
-        int8_kernels: bool = True,
+        skip_rewrites: Collection[str] = (),
     ) -> None:
-        """``row_bands``: run an int8 file's wide transposed convolutions in row bands where
-        this CPU needs it to keep them int8; ``int8_kernels``: ask for the int8 convolution
-        kernels that run ENet fastest on this CPU (both ``enet.openvino_graph``).
-        ``shapes_kept``: how many fixed-shape graphs of a dynamic file to keep (0: always the
-        dynamic graph)."""
+        """``shapes_kept``: how many fixed-shape graphs of a dynamic file to keep (0: always
+        the dynamic graph). ``skip_rewrites``: rewrites of the graph (``enet.openvino_graph``:
+        each applies where it makes ENet faster on this CPU) to leave out."""
         import openvino as ov
 
         from .export import onnx_metadata
@@ -127,9 +120,8 @@ class OpenVinoPredictor:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.core = ov.Core()
-        int8 = meta.get("enet.precision") != "fp32"
-        self.row_bands = row_bands and int8
-        self.int8_kernels = int8_convolution_kernels() if int8_kernels and int8 else None
+        self.int8 = meta.get("enet.precision") != "fp32"
+        self.skip_rewrites = skip_rewrites
         self.shapes_kept = shapes_kept
         try:
             self.model = self.core.read_model(str(path))
@@ -154,10 +146,7 @@ class OpenVinoPredictor:
         """An infer request for ``model``, which it changes."""
         import openvino as ov
 
-        if self.row_bands and (bound := int8_deconv_bound()):
-            split_wide_transposed_convolutions(model, bound)
-        if self.int8_kernels:
-            model = prefer_kernels(model, self.int8_kernels, self.core)
+        model = rewrite_for_this_cpu(model, self.int8, self.core, self.skip_rewrites)
         # logits as OpenVINO computes them, channels last: its reorder back to N x C x H x W
         # took 7-8 of ~100 ms at 1024x512 (__call__ returns an N x C x H x W view)
         post = ov.preprocess.PrePostProcessor(model)

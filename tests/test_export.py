@@ -23,7 +23,7 @@ from enet.errors import UsageError
 from enet.export import ExportError, export_onnx, onnx_metadata, set_onnx_metadata
 from enet.infer import OpenVinoPredictor, has_openvino, load_predictor, run_inference
 from enet.model import ENet
-from enet.openvino_graph import INT8_CONVOLUTION_KERNELS, int8_convolution_kernels
+from enet.openvino_graph import INT8_CONVOLUTION_KERNELS, INT8_KERNELS, int8_convolution_kernels
 from enet.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
 
 from .conftest import DATA, MINDSPORE, REFERENCE, openvino_kernels, require, run_enet
@@ -286,7 +286,7 @@ def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, m
     pytest.importorskip("openvino")
     camvid = require(DATA / "camvid_sample")
     out = dynamic_int8_export
-    monkeypatch.setattr("enet.infer.int8_deconv_bound", lambda: 16 * 16 * 64 * 16)
+    monkeypatch.setattr("enet.openvino_graph.int8_deconv_bound", lambda: 16 * 16 * 64 * 16)
     vino = load_predictor(out, backend="openvino")
     ort_predictor = load_predictor(out, backend="onnx")
     x = next(image_batches(sorted(camvid.glob("test/*.png")), (64, 48)))
@@ -316,9 +316,9 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
     if kernels == INT8_CONVOLUTION_KERNELS and int8_convolution_kernels() != kernels:
         pytest.skip("this CPU keeps OpenVINO's own kernels")
     camvid = require(DATA / "camvid_sample")
-    monkeypatch.setattr("enet.infer.int8_convolution_kernels", lambda: kernels)
+    monkeypatch.setattr("enet.openvino_graph.int8_convolution_kernels", lambda: kernels)
     asked = OpenVinoPredictor(dynamic_int8_export)
-    own = OpenVinoPredictor(dynamic_int8_export, int8_kernels=False)
+    own = OpenVinoPredictor(dynamic_int8_export, skip_rewrites={INT8_KERNELS})
     x = next(image_batches(sorted(camvid.glob("test/*.png")), (64, 48)))
     for _ in range(2):  # the dynamic graph, then the 64x48 one
         np.testing.assert_allclose(asked(x), own(x), rtol=0, atol=1e-5)

@@ -15,8 +15,11 @@ from enet.export import set_onnx_metadata
 from enet.infer import OpenVinoPredictor
 from enet.openvino_graph import (
     INT8_DECONV_BOUND,
+    INT8_KERNELS,
+    ROW_BANDS,
     int8_deconv_bound,
     prefer_kernels,
+    rewrite_for_this_cpu,
     split_wide_transposed_convolutions,
 )
 from enet.quantize import REDUCED_WEIGHT_MAX
@@ -133,8 +136,8 @@ def test_predictor_rewrites_int8_files_only(tmp_path, monkeypatch):
     exported."""
     if not X86:
         pytest.skip("OpenVINO's SSE4.2 kernels are x86's")
-    monkeypatch.setattr("enet.infer.int8_deconv_bound", lambda: 16 * 16 * 40 * 10)
-    monkeypatch.setattr("enet.infer.int8_convolution_kernels", lambda: "cpu:jit_sse42")
+    monkeypatch.setattr("enet.openvino_graph.int8_deconv_bound", lambda: 16 * 16 * 40 * 10)
+    monkeypatch.setattr("enet.openvino_graph.int8_convolution_kernels", lambda: "cpu:jit_sse42")
     path = tmp_path / "m.onnx"
     x = np.random.default_rng(3).random((1, 3, 46, 40), np.float32)
     layers, logits = {}, {}
@@ -173,3 +176,31 @@ def test_kernels_asked_for_are_the_kernels_run(tmp_path):
         outputs.append(compiled.create_infer_request().infer({0: x})[0])
     assert kernels[1] == ["jit_sse42_I8"] and kernels[0] != kernels[1]
     np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_image_pool_runs_channels_apart_in_fp32_files_only(tmp_path):
+    """An fp32 file's max-pool of the image becomes a pool of a batch of 1-channel images,
+    with the same outputs at any input shape; an int8 file's stays as it is."""
+    path = tmp_path / "m.onnx"
+    pool = helper.make_node(
+        "MaxPool", ["input"], ["pooled"], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1]
+    )
+    graph = helper.make_graph(
+        [pool], "pool",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    core = ov.Core()
+    exported = core.compile_model(str(path), "CPU")
+    skip = {ROW_BANDS, INT8_KERNELS}
+    for int8, channels in ((False, 1), (True, 3)):
+        model = rewrite_for_this_cpu(core.read_model(str(path)), int8, core, skip)
+        (pooling,) = [op for op in model.get_ordered_ops() if op.get_type_name() == "MaxPool"]
+        assert pooling.get_input_partial_shape(0)[1].get_length() == channels
+        compiled = core.compile_model(model, "CPU")
+        for shape in ((1, 3, 46, 40), (2, 3, 31, 64)):
+            x = np.random.default_rng(sum(shape)).random(shape, np.float32)
+            got, want = compiled(x)[0], exported(x)[0]
+            assert got.shape == want.shape == (*shape[:2], shape[2] // 2, shape[3] // 2)
+            np.testing.assert_array_equal(got, want)
