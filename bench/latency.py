@@ -16,8 +16,8 @@ where (d) computes it in row bands so that OpenVINO keeps it int8), (d5) on Open
 choice of int8 kernels (on AVX-512 CPUs without AMX, where (d) asks for others that apply
 ENet's per-channel PReLU faster: ``enet.openvino_graph``), (d') on ONNX Runtime;
 (e) OpenVINO fp32 on the fp32 file, (e2) with the image's max-pool as exported (where (e)
-pools its channels apart).
-bf16 is left out where the CPU has no AMX (without it bf16 runs slower than fp32 here). Our
+pools its channels apart); (f) OpenVINO computing the fp32 file in bf16 (``enet infer
+--bf16``), on CPUs that do so natively (AMX, AVX512_BF16; elsewhere it is left out). Our
 paths run the shipped CamVid model; the reduced-precision paths are judged by their
 per-pixel argmax agreement with fp32 on the real frames of ../shared/data that calibration
 did not see. Prints each path's median ms over turns that the paths take one after another
@@ -82,6 +82,8 @@ WHOLE_LAST_LAYER = "(d4) int8, last layer whole, OpenVINO"
 OWN_KERNELS = "(d5) int8, OpenVINO's own kernels"
 #: (e) with the image's max-pool as exported (enet.openvino_graph).
 POOL_AS_EXPORTED = "(e2) OpenVINO fp32, image pool as exported"
+#: the fp32 file computed in bf16, where the CPU does so natively.
+BF16 = "(f) OpenVINO bf16 (fp32 file)"
 
 
 #: A path's turn: one untimed call, then ``calls`` timed ones; returns their seconds.
@@ -153,14 +155,15 @@ def fp32_peak_gflops(threads: int) -> float:
 
 def cpu_description() -> str:
     """The CPU's name and the vector extensions its int8 and bf16 kernels depend on (int8
-    speed and rounding differ between AVX2 and AVX-512 VNNI; bf16 pays only with AMX)."""
+    speed and rounding differ between AVX2 and AVX-512 VNNI; bf16 needs AMX or AVX512_BF16)."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         return platform.processor() or platform.machine()
     text = cpuinfo.read_text()
     name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), "")
     flags = set(next((ln for ln in text.splitlines() if ln.startswith("flags")), "").split())
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    known = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+    isa = [f for f in known if f in flags]
     return f"{name or platform.machine()} ({', '.join(isa) or 'no AVX2'})"
 
 
@@ -214,7 +217,7 @@ def main() -> None:
         (SHARED / "data" / "cityscapes_sample" / "leftImg8bit").rglob("*.png")
     )
     agreement = int8 = None
-    ablations: dict[str, tuple[float, float]] = {}  # (d2), (d3), (d4): their agreement
+    ablations: dict[str, tuple[float, float]] = {}  # (d2) to (d5), (f): their agreement
     if calibration:  # the int8 export keeps the fp32 file it quantised beside it
         int8 = tmp / "camvid.int8.onnx"
         report = export_onnx(
@@ -273,6 +276,10 @@ def main() -> None:
         pool = OpenVinoPredictor(fp32, threads=args.threads, skip_rewrites={IMAGE_POOL})
         paths[POOL_AS_EXPORTED] = in_process(lambda: pool(xn))
         vino_agreement = argmax_agreement(vino, ort_fp32, check, SIZE)
+        if "BF16" in vino.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            bf16 = OpenVinoPredictor(fp32, threads=args.threads, bf16=True)
+            paths[BF16] = in_process(lambda: bf16(xn))
+            ablations[BF16] = argmax_agreement(bf16, ort_fp32, check, SIZE)
 
     print(f"timing {len(paths)} paths, {args.rounds} turns of {args.calls} calls each", flush=True)
     results = interleaved_median_ms(paths, args.rounds, args.calls)
@@ -294,7 +301,7 @@ def main() -> None:
             f"it was not calibrated on: {agreement[0]:.3%} (worst frame {agreement[1]:.3%})"
         )
     for name, (mean, worst) in ablations.items():
-        print(f"{name[:4]} vs fp32 argmax agreement: {mean:.3%} (worst frame {worst:.3%})")
+        print(f"{name.split()[0]} vs fp32 argmax agreement: {mean:.3%} (worst frame {worst:.3%})")
     if vino_agreement is not None:
         print(f"OpenVINO vs ONNX Runtime fp32 argmax agreement: {vino_agreement[0]:.4%}")
     summary = {

@@ -296,6 +296,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         not args.no_progress,
         args.label_ids,
         args.compile,
+        args.bf16,
     )
     t = report.timing()
     print(
@@ -633,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="checkpoints: torch.compile with BatchNorm folded, PyTorch's fastest fp32 CPU "
         "path after a minute or more of compilation per input size (for folders and videos)",
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="fp32 ONNX files on OpenVINO: compute in bf16, on CPUs that do natively (AMX, "
+        "AVX512_BF16): no calibration, ~1.6x faster on AVX512_BF16, int8 faster still",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_infer)

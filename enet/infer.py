@@ -82,8 +82,9 @@ class OnnxPredictor:
 
 class OpenVinoPredictor:
     """OpenVINO on an exported file: on x86 CPUs it runs ENet well ahead of ONNX Runtime
-    (fused convolutions, reused buffers, int8 kernels for ``enet export --int8`` files);
-    see bench/latency.py.
+    (fused convolutions, reused buffers, int8 kernels for ``enet export --int8`` files), the
+    more so after the rewrites of ``enet.openvino_graph`` that pay on the CPU it runs on; see
+    bench/latency.py.
 
     A ``--dynamic`` file runs each input shape on the dynamic graph the first time it comes,
     and on a graph compiled for that shape alone from the second time on (a video's frames, a
@@ -100,10 +101,12 @@ class OpenVinoPredictor:
         threads: int | None = None,
         shapes_kept: int = 4,
         skip_rewrites: Collection[str] = (),
+        bf16: bool = False,
     ) -> None:
         """``shapes_kept``: how many fixed-shape graphs of a dynamic file to keep (0: always
         the dynamic graph). ``skip_rewrites``: rewrites of the graph (``enet.openvino_graph``:
-        each applies where it makes ENet faster on this CPU) to leave out."""
+        each applies where it makes ENet faster on this CPU) to leave out. ``bf16``: compute
+        an fp32 file in bf16, on CPUs that do so natively (AMX, AVX512_BF16)."""
         import openvino as ov
 
         from .export import onnx_metadata
@@ -116,11 +119,16 @@ class OpenVinoPredictor:
                 f"{path}: an int8 file of the first scheme, which OpenVINO cannot run; "
                 "re-export it with enet export --int8 or use --backend onnx"
             )
-        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            self.config["INFERENCE_NUM_THREADS"] = threads
         self.core = ov.Core()
         self.int8 = meta.get("enet.precision") != "fp32"
+        if bf16 and self.int8:
+            raise UsageError(f"{path}: --bf16 computes fp32 files in bf16; this one is int8")
+        if bf16 and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise UsageError("--bf16: this CPU does not compute bf16 natively (AMX, AVX512_BF16)")
+        precision = "bf16" if bf16 else "f32"
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = threads
         self.skip_rewrites = skip_rewrites
         self.shapes_kept = shapes_kept
         try:
@@ -140,7 +148,7 @@ class OpenVinoPredictor:
         self.logits: np.ndarray | None = None
         self.binding: tuple | None = None  # the request writing into self.logits, and where
         self.tensor = ov.Tensor  # wraps our logits array for a request
-        self.name = "openvino (CPU)"
+        self.name = "openvino (CPU, bf16)" if bf16 else "openvino (CPU)"
 
     def _compile(self, model):
         """An infer request for ``model``, which it changes."""
@@ -258,13 +266,17 @@ class TorchPredictor:
 
 
 def load_predictor(
-    model: str | Path, backend: str = "auto", device: str = "auto", compile: bool = False
+    model: str | Path,
+    backend: str = "auto",
+    device: str = "auto",
+    compile: bool = False,
+    bf16: bool = False,
 ):
     """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
     ``backend``: auto, onnx (ONNX Runtime), openvino or torch. auto takes the fastest that
     fits: OpenVINO for an ONNX file (fp32 or int8) on the CPU when installed, ONNX Runtime
     for other ONNX files (CUDA, the first int8 exports), PyTorch for checkpoints. ``compile``:
-    PyTorch only, see ``compile_for_inference``."""
+    PyTorch only, see ``compile_for_inference``; ``bf16``: OpenVINO only."""
     path = resolve_checkpoint(model)
     if not path.is_file():
         known = ", ".join(bundled_models())
@@ -284,10 +296,12 @@ def load_predictor(
         raise UsageError(f"{path}: --backend {backend} needs an .onnx file (enet export makes one)")
     if backend == "torch" and is_onnx:
         raise UsageError(f"{path}: --backend torch needs an enet checkpoint, not ONNX")
+    if bf16 and backend != "openvino":
+        raise UsageError(f"{path}: --bf16 runs fp32 ONNX files on OpenVINO, on a CPU")
     if backend == "openvino":
         if not has_openvino():
             raise UsageError("--backend openvino needs OpenVINO: pip install 'enet[openvino]'")
-        return OpenVinoPredictor(path)
+        return OpenVinoPredictor(path, bf16=bf16)
     if backend == "onnx":
         return OnnxPredictor(path, device)
     return TorchPredictor(path, device, compile)
@@ -403,9 +417,10 @@ def run_inference(
     progress: bool = True,
     label_ids: bool = False,
     compile: bool = False,
+    bf16: bool = False,
 ) -> InferenceReport:
     """Segment every input image; see the module docstring for what is written."""
-    predictor = load_predictor(model, backend, device, compile)
+    predictor = load_predictor(model, backend, device, compile, bf16)
     classes = predictor.classes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

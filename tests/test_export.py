@@ -328,3 +328,31 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
         assert len(layers) == 89 and all(k.startswith(name) for k in layers), layers
     layers = openvino_kernels(own.request.get_compiled_model(), "Convolution", "Deconvolution")
     assert not any(k.startswith(name) for k in layers), layers
+
+
+def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
+    """``--bf16``: OpenVINO computes an fp32 file in bf16 where the CPU does natively, close
+    to fp32 on real frames; elsewhere, and for int8 files or other backends, a one-line
+    error."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    camvid = require(DATA / "camvid_sample")
+    fp32 = tmp_path / "camvid.onnx"
+    export_onnx("camvid", fp32, size=(160, 120))
+    with pytest.raises(UsageError, match="int8"):
+        OpenVinoPredictor(dynamic_int8_export, bf16=True)
+    with pytest.raises(UsageError, match="--bf16 runs fp32 ONNX files on OpenVINO"):
+        load_predictor("camvid", bf16=True)
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(UsageError, match="does not compute bf16 natively"):
+            load_predictor(fp32, bf16=True)
+        return
+    bf16 = load_predictor(fp32, bf16=True)
+    assert bf16.name == "openvino (CPU, bf16)"
+    exact = load_predictor(fp32, backend="openvino")
+    for x in image_batches(sorted(camvid.glob("test/*.png")), (160, 120)):
+        got, want = bf16(x), exact(x)
+        assert got.shape == want.shape == (1, 12, 120, 160)
+        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.98
+        assert not np.allclose(got, want, atol=1e-4)  # computed in bf16 indeed
