@@ -11,15 +11,16 @@ the rest with its pads.
 
 Kernel choice. On AVX-512 CPUs without AMX, OpenVINO picks its brgemm kernels for int8
 convolutions, and they apply a per-channel PReLU slowly (a oneDNN binary post-op): ENet's
-PReLU encoder then cost ~15 of ~50 ms at 1024x512 on 2 cores. Its older jit_avx512 kernels
-take per-channel PReLU as a cheap post-op; asked for them, the int8 file ran in 32-35 ms
-instead of 47-56 on a 2-core AMD EPYC (AVX-512 VNNI), with identical logits.
+encoder PReLUs cost ~15 of ~50 ms at 1024x512 on 2 cores (timed against the same file with
+ReLUs in their place). Its jit_avx512 kernels take per-channel PReLU as a cheap post-op;
+asked for them, the int8 file ran 1.4x-1.8x faster on a 2-core AMD EPYC with AVX-512 VNNI
+(bench/latency.py, (d) against (d5)), with the same logits.
 
 Image max-pool. In fp32, OpenVINO pools the 3-channel image (ENet's initial block) in a
-16-channel blocked layout (8 on AVX2) that it first reorders the whole image into: 8-10 ms of
-~90 at 1024x512 on that CPU. Pooled as a batch of 1-channel images it reads the image as it
-is (1.3 ms): 92 -> 82 ms (median of 6 compiles). Not in int8, where OpenVINO's uint8 pool of
-one channel took 6.8 ms against 1.9 for three.
+16-channel blocked layout that it first reorders the whole image into (8-10 ms of ~90 at
+1024x512 on that CPU). Pooled as a batch of 1-channel images, it reads the image as it is
+(1.3 ms): faster in 9 of 10 runs there ((e) against (e2)). Not in int8, where OpenVINO's
+uint8 pool of one channel took 6.8 ms against 1.9 for three.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def rewrite_for_this_cpu(model, int8: bool, core, skip: Collection[str] = ()):
 INT8_DECONV_BOUND = 1 << 26
 
 
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def int8_deconv_bound() -> int | None:
     """The bound where this CPU has it (x86 without AVX-512), else None: elsewhere a split
     would only add the concat."""
@@ -66,13 +71,10 @@ def int8_deconv_bound() -> int | None:
 INT8_CONVOLUTION_KERNELS = "cpu:jit_avx512"
 
 
-def _x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64")
-
-
 def int8_convolution_kernels() -> str | None:
     """The kernels to ask for where this CPU has AVX-512 but no AMX, else None: AVX2 CPUs
-    get jit kernels anyway, and AMX's brgemm kernels are not ours to second-guess."""
+    get jit kernels anyway, and on AMX CPUs OpenVINO's brgemm kernels run on AMX, which no
+    machine here has had to measure them on."""
     if not _x86() or torch.backends.cpu.get_cpu_capability() != "AVX512":
         return None
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: True)()
@@ -171,13 +173,13 @@ def pool_image_channels_apart(model) -> int:
 
     replaced = 0
     for layer in model.get_ordered_ops():
-        image = layer.input_value(0) if layer.get_input_size() else None
-        if layer.get_type_name() != "MaxPool" or image.get_node().get_type_name() != "Parameter":
+        if layer.get_type_name() != "MaxPool":
+            continue
+        image = layer.input_value(0)
+        if image.get_node().get_type_name() != "Parameter" or len(image.get_partial_shape()) != 4:
             continue
         if layer.get_output_size() > 1 and layer.output(1).get_target_inputs():
             continue  # its indices are used
-        if image.get_partial_shape().rank.get_length() != 4:
-            continue
         batch = ops.concat([ops.constant(np.array([-1, 1])), dims(image, 2, 4)], 0)
         attrs = layer.get_attributes()
         pooled = ops.max_pool(

@@ -333,7 +333,8 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
 def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
     """``--bf16``: OpenVINO computes an fp32 file in bf16 where the CPU does natively, close
     to fp32 on real frames; elsewhere, and for int8 files or other backends, a one-line
-    error."""
+    error. (bf16 runs in ``enet infer`` processes of their own: the test process crashed
+    forking after OpenVINO's bf16 kernels had run in it.)"""
     pytest.importorskip("openvino")
     import openvino as ov
 
@@ -348,11 +349,17 @@ def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
         with pytest.raises(UsageError, match="does not compute bf16 natively"):
             load_predictor(fp32, bf16=True)
         return
-    bf16 = load_predictor(fp32, bf16=True)
-    assert bf16.name == "openvino (CPU, bf16)"
-    exact = load_predictor(fp32, backend="openvino")
-    for x in image_batches(sorted(camvid.glob("test/*.png")), (160, 120)):
-        got, want = bf16(x), exact(x)
-        assert got.shape == want.shape == (1, 12, 120, 160)
-        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.98
-        assert not np.allclose(got, want, atol=1e-4)  # computed in bf16 indeed
+    preds = {}
+    for flags in ([], ["--bf16"]):
+        out = tmp_path / ("bf16" if flags else "fp32")
+        done = run_enet("infer", str(camvid / "test"), "--model", str(fp32), "--out", str(out),
+                     "--no-pictures", "--no-progress", *flags)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        backend = json.loads((out / "timing.json").read_text())["backend"]
+        assert backend == ("openvino (CPU, bf16)" if flags else "openvino (CPU)")
+        preds[bool(flags)] = np.stack(
+            [np.asarray(Image.open(f)) for f in sorted(out.glob("*_pred.png"))]
+        )
+    assert preds[True].shape == preds[False].shape == (2, 360, 480)  # the frames' size
+    agreement = (preds[True] == preds[False]).mean()
+    assert 0.98 <= agreement < 1  # close to fp32, and computed in bf16 indeed
