@@ -53,6 +53,7 @@ from enet.infer import (  # noqa: E402
     compile_for_inference,
     has_openvino,
     keep_freed_memory,
+    openvino_computes_bf16,
 )
 from enet.model import ENet  # noqa: E402
 from enet.openvino_graph import (  # noqa: E402
@@ -276,7 +277,7 @@ def main() -> None:
         pool = OpenVinoPredictor(fp32, threads=args.threads, skip_rewrites={IMAGE_POOL})
         paths[POOL_AS_EXPORTED] = in_process(lambda: pool(xn))
         vino_agreement = argmax_agreement(vino, ort_fp32, check, SIZE)
-        if "BF16" in vino.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if openvino_computes_bf16(vino.core):
             bf16 = OpenVinoPredictor(fp32, threads=args.threads, bf16=True)
             paths[BF16] = in_process(lambda: bf16(xn))
             ablations[BF16] = argmax_agreement(bf16, ort_fp32, check, SIZE)

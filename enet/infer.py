@@ -45,6 +45,7 @@ __all__ = [
     "has_openvino",
     "keep_freed_memory",
     "load_predictor",
+    "openvino_computes_bf16",
     "run_inference",
 ]
 
@@ -123,7 +124,7 @@ class OpenVinoPredictor:
         self.int8 = meta.get("enet.precision") != "fp32"
         if bf16 and self.int8:
             raise UsageError(f"{path}: --bf16 computes fp32 files in bf16; this one is int8")
-        if bf16 and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if bf16 and not openvino_computes_bf16(self.core):
             raise UsageError("--bf16: this CPU does not compute bf16 natively (AMX, AVX512_BF16)")
         precision = "bf16" if bf16 else "f32"
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
@@ -203,6 +204,12 @@ class OpenVinoPredictor:
 
 def has_openvino() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_computes_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin (``core``: an ``openvino.Core``) computes bf16 natively
+    on this CPU (AMX, AVX512_BF16), where ``--bf16`` pays."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 #: ``enet.precision`` of the first int8 exports, which quantised PRelu slopes: OpenVINO

@@ -21,7 +21,13 @@ from enet.convert import convert_checkpoint
 from enet.data.classes import class_set
 from enet.errors import UsageError
 from enet.export import ExportError, export_onnx, onnx_metadata, set_onnx_metadata
-from enet.infer import OpenVinoPredictor, has_openvino, load_predictor, run_inference
+from enet.infer import (
+    OpenVinoPredictor,
+    has_openvino,
+    load_predictor,
+    openvino_computes_bf16,
+    run_inference,
+)
 from enet.model import ENet
 from enet.openvino_graph import INT8_CONVOLUTION_KERNELS, INT8_KERNELS, int8_convolution_kernels
 from enet.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
@@ -345,7 +351,7 @@ def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
         OpenVinoPredictor(dynamic_int8_export, bf16=True)
     with pytest.raises(UsageError, match="--bf16 runs fp32 ONNX files on OpenVINO"):
         load_predictor("camvid", bf16=True)
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if not openvino_computes_bf16(ov.Core()):
         with pytest.raises(UsageError, match="does not compute bf16 natively"):
             load_predictor(fp32, bf16=True)
         return
