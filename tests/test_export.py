@@ -4,7 +4,6 @@ metadata round-trips, and a failed parity check leaves no file."""
 from __future__ import annotations
 
 import json
-import platform
 from collections import Counter
 
 import numpy as np
@@ -32,7 +31,7 @@ from enet.model import ENet
 from enet.openvino_graph import INT8_CONVOLUTION_KERNELS, INT8_KERNELS, int8_convolution_kernels
 from enet.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
 
-from .conftest import DATA, MINDSPORE, REFERENCE, openvino_kernels, require, run_enet
+from .conftest import DATA, MINDSPORE, REFERENCE, X86, openvino_kernels, require, run_enet
 
 
 def _run(path, x: np.ndarray) -> np.ndarray:
@@ -317,7 +316,7 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
     every x86 CPU, never OpenVINO's own choice); the logits stay those of OpenVINO's own
     kernels, on the dynamic graph and on the graph compiled for a repeated shape."""
     pytest.importorskip("openvino")
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not X86:
         pytest.skip("OpenVINO's x86 kernels")
     if kernels == INT8_CONVOLUTION_KERNELS and int8_convolution_kernels() != kernels:
         pytest.skip("this CPU keeps OpenVINO's own kernels")

@@ -1,9 +1,8 @@
 """Rewrites of OpenVINO models: row bands of transposed convolutions (the same outputs, and
-int8 kernels where OpenVINO's CPU plugin would fall back to fp32) and the kernels asked for."""
+int8 kernels where OpenVINO's CPU plugin would fall back to fp32), the kernels asked for, and
+the image's max-pool channel by channel."""
 
 from __future__ import annotations
-
-import platform
 
 import numpy as np
 import onnx
@@ -24,11 +23,9 @@ from enet.openvino_graph import (
 )
 from enet.quantize import REDUCED_WEIGHT_MAX
 
-from .conftest import openvino_kernels
+from .conftest import X86, openvino_kernels
 
 ov = pytest.importorskip("openvino")
-
-X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 def _deconv_file(path, in_shape, out_channels, kernel, pads, output_padding, int8, image=False):
