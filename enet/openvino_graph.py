@@ -9,12 +9,16 @@ bound, it runs in int8 (~4 ms) and one concat (3-6 ms) joins the bands. The band
 exactly what the layer does: each reads the input rows that reach its output rows and crops
 the rest with its pads.
 
-Kernel choice. On AVX-512 CPUs without AMX, OpenVINO picks its brgemm kernels for int8
-convolutions, and they apply a per-channel PReLU slowly (a oneDNN binary post-op): ENet's
-encoder PReLUs cost ~15 of ~50 ms at 1024x512 on 2 cores (timed against the same file with
-ReLUs in their place). Its jit_avx512 kernels take per-channel PReLU as a cheap post-op;
-asked for them, the int8 file ran 1.4x-1.8x faster on a 2-core AMD EPYC with AVX-512 VNNI
-(bench/latency.py, (d) against (d5)), with the same logits.
+Kernel choice. On AVX-512 CPUs OpenVINO picks its brgemm kernels for int8 convolutions
+(on AMX ones, brgemm and jit kernels that run on AMX tiles), and they apply a per-channel
+PReLU slowly (a oneDNN binary post-op): on a 2-core AMD EPYC with AVX-512 VNNI, ENet's
+encoder PReLUs cost ~15 of ~50 ms at 1024x512 (timed against the same file with ReLUs in
+their place). Its jit_avx512 (VNNI) kernels take per-channel PReLU as a cheap post-op; asked
+for them, the int8 file ran 1.4x-1.8x faster there (bench/latency.py, (d) against (d5)), and
+1.3x faster on a 2-core Xeon with AMX (22.3 against 28.9 ms, where ReLUs in place of the
+PReLUs ran 21.6 ms): ENet's thin layers (16 to 128 channels) keep AMX's tiles mostly
+idle. The logits are the same. fp32 and bf16 files keep OpenVINO's choice: asked for jit
+kernels, they ran 3x (fp32) and 27x (bf16) slower on the AMX Xeon.
 
 Image max-pool. In fp32, OpenVINO pools the 3-channel image (ENet's initial block) in a
 16-channel blocked layout that it first reorders the whole image into (8-10 ms of ~90 at
@@ -67,18 +71,15 @@ def int8_deconv_bound() -> int | None:
     return INT8_DECONV_BOUND if _x86() and not avx512 else None
 
 
-#: OpenVINO's CPU kernels for int8 convolutions on AVX-512 CPUs without AMX (see above).
+#: OpenVINO's CPU kernels for int8 convolutions on AVX-512 CPUs (see above).
 INT8_CONVOLUTION_KERNELS = "cpu:jit_avx512"
 
 
 def int8_convolution_kernels() -> str | None:
-    """The kernels to ask for where this CPU has AVX-512 but no AMX, else None: AVX2 CPUs
-    get jit kernels anyway, and on AMX CPUs OpenVINO's brgemm kernels run on AMX, which no
-    machine here has had to measure them on."""
-    if not _x86() or torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return None
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: True)()
-    return None if amx else INT8_CONVOLUTION_KERNELS
+    """The kernels to ask for where this CPU has AVX-512, else None: AVX2 CPUs get jit
+    kernels anyway."""
+    avx512 = _x86() and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return INT8_CONVOLUTION_KERNELS if avx512 else None
 
 
 def prefer_kernels(model, kernels: str, core):

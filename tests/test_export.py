@@ -312,7 +312,7 @@ def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, m
 @pytest.mark.parametrize("kernels", ["cpu:jit_sse42", INT8_CONVOLUTION_KERNELS])
 def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kernels, monkeypatch):
     """Every int8 (transposed) convolution of ENet runs the kernels the predictor asks for:
-    the ones chosen for AVX-512 CPUs without AMX (where this CPU is one), and SSE4.2 ones (on
+    the ones chosen for AVX-512 CPUs (where this CPU is one), and SSE4.2 ones (on
     every x86 CPU, never OpenVINO's own choice); the logits stay those of OpenVINO's own
     kernels, on the dynamic graph and on the graph compiled for a repeated shape."""
     pytest.importorskip("openvino")
