@@ -13,7 +13,7 @@ that CPUs without VNNI multiply without overflow) as ``enet infer`` runs it on a
 OpenVINO when installed, (d2) and (d3) the same with the residual stream or the branches
 left fp32 (what each is worth), (d4) with the last layer whole (on CPUs without AVX-512,
 where (d) computes it in row bands so that OpenVINO keeps it int8), (d5) on OpenVINO's own
-choice of int8 kernels (on AVX-512 CPUs without AMX, where (d) asks for others that apply
+choice of int8 kernels (on AVX-512 CPUs, AMX ones too, where (d) asks for others that apply
 ENet's per-channel PReLU faster: ``enet.openvino_graph``), (d') on ONNX Runtime;
 (e) OpenVINO fp32 on the fp32 file, (e2) with the image's max-pool as exported (where (e)
 pools its channels apart); (f) OpenVINO computing the fp32 file in bf16 (``enet infer

@@ -18,7 +18,7 @@ for them, the int8 file ran 1.4x-1.8x faster there (bench/latency.py, (d) agains
 1.3x faster on a 2-core Xeon with AMX (22.3 against 28.9 ms, where ReLUs in place of the
 PReLUs ran 21.6 ms): ENet's thin layers (16 to 128 channels) keep AMX's tiles mostly
 idle. The logits are the same. fp32 and bf16 files keep OpenVINO's choice: asked for jit
-kernels, they ran 3x (fp32) and 27x (bf16) slower on the AMX Xeon.
+kernels, they ran 3x (fp32) and 26x (bf16) slower on the AMX Xeon.
 
 Image max-pool. In fp32, OpenVINO pools the 3-channel image (ENet's initial block) in a
 16-channel blocked layout that it first reorders the whole image into (8-10 ms of ~90 at
