@@ -15,9 +15,9 @@ PReLU slowly (a oneDNN binary post-op): on a 2-core AMD EPYC with AVX-512 VNNI, 
 encoder PReLUs cost ~15 of ~50 ms at 1024x512 (timed against the same file with ReLUs in
 their place). Its jit_avx512 (VNNI) kernels take per-channel PReLU as a cheap post-op; asked
 for them, the int8 file ran 1.4x-1.8x faster there (bench/latency.py, (d) against (d5)), and
-1.3x faster on a 2-core Xeon with AMX (22.3 against 28.9 ms, where ReLUs in place of the
-PReLUs ran 21.6 ms): ENet's thin layers (16 to 128 channels) keep AMX's tiles mostly
-idle. The logits are the same. fp32 and bf16 files keep OpenVINO's choice: asked for jit
+1.23x-1.36x faster on a 2-core Xeon with AMX (22.5-23.8 against 27.6-31.1 ms; with ReLUs
+in place of the PReLUs 21.6 ms): ENet's thin layers (16 to 128 channels) keep AMX's tiles
+mostly idle. The logits are the same. fp32 and bf16 files keep OpenVINO's choice: asked for jit
 kernels, they ran 3x (fp32) and 26x (bf16) slower on the AMX Xeon.
 
 Image max-pool. In fp32, OpenVINO pools the 3-channel image (ENet's initial block) in a
