@@ -60,15 +60,18 @@ def rewrite_for_this_cpu(model, int8: bool, core, skip: Collection[str] = ()):
 INT8_DECONV_BOUND = 1 << 26
 
 
-def _x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64")
+#: Whether this CPU is x86, whose OpenVINO kernels (SSE4.2, AVX-512) can be asked for by name.
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _avx512() -> bool:
+    return X86 and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def int8_deconv_bound() -> int | None:
     """The bound where this CPU has it (x86 without AVX-512), else None: elsewhere a split
     would only add the concat."""
-    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
-    return INT8_DECONV_BOUND if _x86() and not avx512 else None
+    return INT8_DECONV_BOUND if X86 and not _avx512() else None
 
 
 #: OpenVINO's CPU kernels for int8 convolutions on AVX-512 CPUs (see above).
@@ -78,8 +81,7 @@ INT8_CONVOLUTION_KERNELS = "cpu:jit_avx512"
 def int8_convolution_kernels() -> str | None:
     """The kernels to ask for where this CPU has AVX-512, else None: AVX2 CPUs get jit
     kernels anyway."""
-    avx512 = _x86() and torch.backends.cpu.get_cpu_capability() == "AVX512"
-    return INT8_CONVOLUTION_KERNELS if avx512 else None
+    return INT8_CONVOLUTION_KERNELS if _avx512() else None
 
 
 def prefer_kernels(model, kernels: str, core):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,6 @@ SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 REFERENCE = SHARED / "reference"
 MINDSPORE = REFERENCE / "mindspore"
 DATA = SHARED / "data"
-#: OpenVINO's x86 kernels (SSE4.2, AVX-512) can be asked for by name here
-X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 def require(path: Path) -> Path:

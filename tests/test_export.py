@@ -28,10 +28,15 @@ from enet.infer import (
     run_inference,
 )
 from enet.model import ENet
-from enet.openvino_graph import INT8_CONVOLUTION_KERNELS, INT8_KERNELS, int8_convolution_kernels
+from enet.openvino_graph import (
+    INT8_CONVOLUTION_KERNELS,
+    INT8_KERNELS,
+    X86,
+    int8_convolution_kernels,
+)
 from enet.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
 
-from .conftest import DATA, MINDSPORE, REFERENCE, X86, openvino_kernels, require, run_enet
+from .conftest import DATA, MINDSPORE, REFERENCE, openvino_kernels, require, run_enet
 
 
 def _run(path, x: np.ndarray) -> np.ndarray:

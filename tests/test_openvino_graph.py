@@ -16,6 +16,7 @@ from enet.openvino_graph import (
     INT8_DECONV_BOUND,
     INT8_KERNELS,
     ROW_BANDS,
+    X86,
     int8_deconv_bound,
     prefer_kernels,
     rewrite_for_this_cpu,
@@ -23,7 +24,7 @@ from enet.openvino_graph import (
 )
 from enet.quantize import REDUCED_WEIGHT_MAX
 
-from .conftest import X86, openvino_kernels
+from .conftest import openvino_kernels
 
 ov = pytest.importorskip("openvino")
 
