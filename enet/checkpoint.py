@@ -15,15 +15,17 @@ never leaves a half-written checkpoint under the final name.
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .data.classes import ClassSet
-from .errors import CheckpointError
-from .fileio import atomic_write
-from .model import ENet
+from .errors import CheckpointError, describe_os_error
+from .fileio import write_bytes_atomic
+from .model import VARIANTS, ENet
 
 __all__ = [
     "FORMAT",
@@ -43,12 +45,17 @@ FORMAT_VERSION = 1
 BUNDLED_DIR = Path(__file__).parent / "weights"
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temp file beside ``path``, then rename over it."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+def atomic_torch_save(obj: Any, path: str | Path, *, replace: bool = True) -> Path:
+    """``torch.save`` into memory, then written atomically: a full disk is then an
+    ``OutputError`` naming ``path`` (torch's zip writer reports it as "unexpected pos")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes_atomic(path, buffer.getvalue(), replace=replace)
 
 
-def save_changed_weights(ckpt: dict, model: ENet, path: str | Path, provenance: dict) -> Path:
+def save_changed_weights(
+    ckpt: dict, model: ENet, path: str | Path, provenance: dict, *, replace: bool = True
+) -> Path:
     """``ckpt`` with ``model``'s weights, written atomically to ``path``. Metrics recorded
     for the old weights are dropped (they no longer describe it); ``provenance`` says how
     the weights changed."""
@@ -56,7 +63,7 @@ def save_changed_weights(ckpt: dict, model: ENet, path: str | Path, provenance: 
     ckpt["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     kept = {k: v for k, v in ckpt.get("provenance", {}).items() if k != "test_miou"}
     ckpt["provenance"] = kept | provenance
-    return atomic_torch_save(ckpt, path)
+    return atomic_torch_save(ckpt, path, replace=replace)
 
 
 def build_checkpoint(
@@ -88,22 +95,51 @@ def save_checkpoint(
     model: ENet,
     classes: ClassSet,
     provenance: dict | None = None,
+    *,
+    replace: bool = True,
     **extra: Any,
 ) -> Path:
-    """Write ``model`` with its metadata atomically; returns the path."""
-    return atomic_torch_save(build_checkpoint(model, classes, provenance, **extra), path)
+    """Write ``model`` with its metadata atomically (over an existing file only with
+    ``replace``); returns the path."""
+    checkpoint = build_checkpoint(model, classes, provenance, **extra)
+    return atomic_torch_save(checkpoint, path, replace=replace)
+
+
+#: How a file made by ``torch.save`` starts: a zip archive, or (before PyTorch 1.6) a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 
 
 def load_torch_file(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into one readable line."""
+    """``torch.load(weights_only=True)`` with every failure turned into one readable line.
+    Pickled code is never run: a file that needs it is refused, whatever torch suggests."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (give the .pt file)")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        known = ", ".join(bundled_models())
+        raise CheckpointError(f"{path}: no such checkpoint file (bundled models: {known})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(describe_os_error(exc, path)) from None
+    if not head.startswith(_TORCH_MAGIC):
+        hint = {
+            ".onnx": "an ONNX model: give it to enet infer --model",
+            ".ckpt": "a MindSpore checkpoint? enet convert --from mindspore reads those",
+        }.get(path.suffix.lower(), "an empty, text or other file")
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({hint})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and torch errors differ by version
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or foreign file: {first[:200]})"
+            f"{path}: holds Python objects other than tensors and plain data, which enet "
+            "never loads since loading them can run code (save the model's state_dict "
+            "instead, or import it with enet convert)"
+        ) from None
+    except Exception as exc:  # zip, pickle and torch errors differ by version
+        reason = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
+        raise CheckpointError(
+            f"{path}: truncated or corrupt checkpoint ({reason}) (copy or save it again)"
         ) from None
 
 
@@ -133,15 +169,43 @@ def read_checkpoint(path: str | Path) -> dict:
                 f"enet convert --from pytorch-enet {path} OUT.pt"
             )
         raise CheckpointError(f"{path}: not an enet checkpoint{hint}")
-    if obj.get("format_version", 0) > FORMAT_VERSION:
+    version = obj.get("format_version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: malformed enet checkpoint: format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {obj['format_version']} is newer than this "
-            f"enet understands ({FORMAT_VERSION}); upgrade enet"
+            f"{path}: checkpoint format version {version} is newer than this enet "
+            f"understands ({FORMAT_VERSION}) (upgrade enet)"
         )
-    for key in ("model", "classes", "state_dict"):
-        if key not in obj:
-            raise CheckpointError(f"{path}: enet checkpoint lacks its {key!r} entry")
+    problem = _layout_problem(obj)
+    if problem:
+        raise CheckpointError(f"{path}: malformed enet checkpoint: {problem}")
     return obj
+
+
+def _layout_problem(obj: dict) -> str | None:
+    """What is wrong with the entries every enet checkpoint has (None: nothing)."""
+    for key in ("model", "classes", "state_dict"):
+        if not isinstance(obj.get(key), dict):
+            return f"its {key!r} entry is missing or not a dict"
+    meta = obj["model"]
+    if meta.get("variant") not in VARIANTS:
+        return f"unknown variant {meta.get('variant')!r} (known: {', '.join(VARIANTS)})"
+    count = meta.get("num_classes")
+    if type(count) is not int or count < 1:
+        return f"num_classes {count!r} is not a positive integer"
+    if not isinstance(meta.get("encoder_only"), bool):
+        return f"encoder_only {meta.get('encoder_only')!r} is not true or false"
+    try:
+        classes = ClassSet.from_dict(obj["classes"])
+    except ValueError as exc:
+        return str(exc)
+    if classes.num_classes != count:
+        return f"{classes.num_classes} class names for {count} outputs"
+    state = obj["state_dict"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        return "its state_dict holds entries that are not named tensors"
+    return None
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "<checkpoint>") -> ENet:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import presets
 from .data.classes import CLASS_SETS
-from .errors import EnetError, UsageError
+from .errors import EnetError, UsageError, describe_os_error
 
 __all__ = ["build_parser", "main"]
 
@@ -19,7 +21,9 @@ __all__ = ["build_parser", "main"]
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
-    model = convert_checkpoint(args.src, args.dst, args.source, args.classes)
+    model = convert_checkpoint(
+        args.src, args.dst, args.source, args.classes, overwrite=args.overwrite
+    )
     kind = "encoder + head" if model.encoder_only else "full ENet"
     print(
         f"converted {args.src} ({args.source}) -> {args.dst}: {model.variant} {kind}, "
@@ -45,6 +49,36 @@ def _cmd_info(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _count(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _epochs(text: str) -> list[int]:
+    """``65,85,100``: one whole number of epochs for each of the three stages."""
+    parts = text.split(",")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(parts) != 3 or len(values) != 3 or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected the epochs of stages 1, 2 and 3 as three whole numbers such as "
+            f"65,85,100, got {text!r}"
+        )
+    return values
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -94,6 +128,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg = load_config(None, out=str(args.resume))
         runtime = {"workers": args.workers, "device": args.device}
+        if args.overwrite:
+            raise UsageError("--resume continues a run and --overwrite replaces it: give one")
         run = train(cfg, resume=True, progress=not args.no_progress, runtime=runtime)
     else:
         overrides = {
@@ -118,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "init": str(args.init) if args.init else None,
         }
         if args.epochs:
-            for n, value in enumerate(args.epochs.split(","), 1):
+            for n, value in enumerate(args.epochs, 1):
                 overrides[f"stage{n}.epochs"] = value
         for item in args.set or []:
             key, sep, value = item.partition("=")
@@ -126,7 +162,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
             overrides[key.strip()] = value.strip()
         cfg = load_config(args.config, **overrides)
-        run = train(cfg, stage=args.stage, progress=not args.no_progress)
+        run = train(cfg, stage=args.stage, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"run folder: {run} (log.jsonl, curves.png, checkpoints/)")
     return 0
 
@@ -146,11 +182,13 @@ def _print_official(res: dict) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_cityscapes, evaluate_path
-    from .fileio import write_json_atomic
+    from .fileio import check_output_file, write_json_atomic
 
     if args.protocol == "cityscapes":
         if args.target is None and args.predictions is None:
             raise UsageError("give a CHECKPOINT or --predictions DIR")
+        if args.json:
+            check_output_file(args.json, overwrite=args.overwrite)
         res = evaluate_cityscapes(
             args.data,
             args.split,
@@ -158,6 +196,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             args.target,
             args.save_predictions,
             args.device,
+            overwrite=args.overwrite,
         )
         _print_official(res)
         if args.json:
@@ -176,6 +215,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         save_images=args.save_images,
+        overwrite=args.overwrite,
     )
     for r in results:
         print(
@@ -201,6 +241,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         check = find_inputs([args.check], IMAGE_SUFFIXES) if args.check else None
         if not calibration:
             raise UsageError(f"{args.calib}: no images found for int8 calibration")
+        if check == []:
+            raise UsageError(f"{args.check}: no images found to check int8 against fp32")
     r = export_onnx(
         args.checkpoint,
         args.out,
@@ -212,6 +254,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         int8_check=check,
         min_agreement=args.min_agreement,
         int8_residual=args.int8_residual,
+        overwrite=args.overwrite,
     )
     print(
         f"exported {args.checkpoint} -> {r['path']} ({r['size'][0]}x{r['size'][1]}, opset "
@@ -238,7 +281,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_snap(args: argparse.Namespace) -> int:
     from .quantize import snap_checkpoint
 
-    names = snap_checkpoint(args.checkpoint, args.out)
+    names = snap_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
     print(
         f"{args.checkpoint} -> {args.out}: weights of {len(names)} convolutions on the int8 "
         "grid of `enet export --int8`; evaluate it (enet eval) before shipping it"
@@ -266,6 +309,7 @@ def _cmd_finetune_int8(args: argparse.Namespace) -> int:
             WEIGHT_MAX_BY_BITS[args.weight_bits],
             args.branches,
         ),
+        overwrite=args.overwrite,
     )
     for row in log:
         losses = "".join(
@@ -297,6 +341,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         args.label_ids,
         args.compile,
         args.bf16,
+        overwrite=args.overwrite,
     )
     t = report.timing()
     print(
@@ -310,7 +355,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             f"{Path(args.out) / 'metric.txt'}"
         )
     if report.failed:
-        print(f"enet: {len(report.failed)} input(s) could not be read", file=sys.stderr)
+        total = report.processed + len(report.failed)
+        shown = ", ".join(report.failed[:3]) + (", ..." if len(report.failed) > 3 else "")
+        print(
+            f"enet: error: {len(report.failed)} of {total} inputs could not be read: {shown} "
+            "(see the warnings above)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -322,12 +373,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"enet: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="enet",
         description="ENet semantic segmentation: train, evaluate, convert, export, deploy.",
     )
     parser.add_argument("--version", action="version", version=f"enet {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error instead of one line (or set ENET_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -340,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, choices=["pytorch-enet", "mindspore"])
     p.add_argument("src", type=Path, help="the checkpoint to import")
     p.add_argument("dst", type=Path, help="where to write the enet checkpoint (.pt)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUTPUT if it exists (never the input)"
+    )
     p.add_argument(
         "--classes",
         choices=sorted(CLASS_SETS),
@@ -360,11 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Deterministic for a given --seed; rerunning finishes an interrupted run.",
     )
     p.add_argument("--out", type=Path, required=True, help="dataset root to write")
-    p.add_argument("--train", type=int, default=60, help="train frames (default 60)")
-    p.add_argument("--val", type=int, default=20, help="val frames (default 20)")
+    p.add_argument("--train", type=_count(0), default=60, help="train frames (default 60)")
+    p.add_argument("--val", type=_count(0), default=20, help="val frames (default 20)")
     p.add_argument("--size", type=_size, default=(512, 256), help="WxH (default 512x256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=_count(1), default=None, help="processes (default: all cores)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser(
@@ -387,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stored WxH (default: Cityscapes 1024x512, CamVid as is)",
     )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=_count(1), default=None, help="processes (default: all cores)")
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -420,13 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML (or JSON) file of config values, or a packaged preset: " + ", ".join(presets()),
     )
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from last.pt")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start anew in an --out that holds a run, removing that run's files first",
+    )
     p.add_argument("--variant", choices=["seed", "pytorch-enet"])
     p.add_argument("--size", type=_size, help="training WxH (default 1024x512)")
-    p.add_argument("--batch-size", type=int, help="per device (default 6)")
+    p.add_argument("--batch-size", type=_count(1), help="per device (default 6)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
-    p.add_argument("--epochs", help="epochs of stages 1,2,3 (e.g. 65,85,100)")
-    p.add_argument("--repeat", type=int, help="passes over the data per epoch (default 1)")
-    p.add_argument("--workers", type=int, help="loader processes per device (default 4)")
+    p.add_argument("--epochs", type=_epochs, help="epochs of stages 1,2,3 (e.g. 65,85,100)")
+    p.add_argument("--repeat", type=_count(1), help="passes over the data per epoch (default 1)")
+    p.add_argument("--workers", type=_count(0), help="loader processes per device (default 4)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
@@ -434,8 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--save-every", type=int, help="checkpoint every N epochs (default 20)")
-    p.add_argument("--val-every", type=int, help="validate every K epochs (default: stage end)")
+    p.add_argument("--save-every", type=_count(1), help="checkpoint every N epochs (default 20)")
+    p.add_argument(
+        "--val-every", type=_count(0), help="validate every K epochs (default: stage end)"
+    )
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument(
         "--init", type=Path, help="enet checkpoint to start from, or 'random' (any stage)"
@@ -476,12 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, help="cityscapes protocol: write the scores as JSON")
     p.add_argument("--split", default="val")
-    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--batch-size", type=_count(1), default=6)
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=_count(0), default=2)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="evaluate checkpoints that have metrics files again, replacing those files",
+    )
     p.add_argument(
         "--save-images",
-        type=int,
+        type=_count(0),
         default=0,
         metavar="N",
         help="write image | overlay | prediction | ground-truth sheets for the first N samples",
@@ -497,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out (and its .fp32.onnx) if it exists"
+    )
     p.add_argument("--size", type=_size, help="WxH (default: the training size, else 1024x512)")
     p.add_argument("--dynamic-batch", action="store_true", help="batch size chosen at run time")
     p.add_argument(
@@ -512,7 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calib", type=Path, help="--int8: folder of calibration images")
     p.add_argument(
-        "--calib-count", type=int, default=32, help="--int8: calibration images used (default 32)"
+        "--calib-count",
+        type=_count(1),
+        default=32,
+        help="--int8: calibration images used (default 32)",
     )
     p.add_argument(
         "--check",
@@ -547,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", type=Path, help="an enet checkpoint (or a bundled model's name)")
     p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_snap)
 
     p = sub.add_parser(
@@ -562,17 +647,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="an enet checkpoint (or a bundled model's name)")
     p.add_argument("--data", type=Path, required=True, help="a prepared set (enet prepare)")
     p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--epochs", type=_count(1), default=2)
     p.add_argument("--lr", type=float, default=5e-5, help="Adam, cosine to zero (default 5e-5)")
     p.add_argument(
         "--consistency", type=float, default=1000.0, help="weight of the KL term (default 1000)"
     )
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=_count(1), default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--fp32-convs",
-        type=int,
+        type=_count(0),
         help="leading convolutions left in fp32, here and in its int8 export (default: "
         "none; an export of an untuned checkpoint keeps the first 4)",
     )
@@ -610,7 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", type=Path, required=True, help=".onnx file, enet checkpoint or 'camvid'"
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace outputs of an earlier run in --out"
+    )
     p.add_argument(
         "--backend",
         choices=["auto", "onnx", "openvino", "torch"],
@@ -650,16 +739,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.set_defaults(func=_cmd_demo)
+    for command in sub.choices.values():  # --debug after the command works too
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure ends as one line ``enet: error: ...`` and a non-zero
+    exit code (2: the input or a flag, 1: anything else, 130: interrupted)."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ENET_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except EnetError as exc:
-        print(f"enet: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        code, message = _one_line(exc)
+        print(f"enet: error: {message}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
-        print("enet: interrupted", file=sys.stderr)
+        if debug:
+            raise
+        print("enet: interrupted (rerun the command to finish: done work is kept)", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: Exception) -> tuple[int, str]:
+    """Exit code and message for an exception that ends a command."""
+    if isinstance(exc, EnetError):
+        return 2, " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        return 1, describe_os_error(exc)
+    if isinstance(exc, MemoryError):
+        return 1, "out of memory (use smaller inputs or batches, or a machine with more memory)"
+    text = " ".join(str(exc).split())[:300]
+    return 1, (
+        f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback and "
+        "report it)"
+    )

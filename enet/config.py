@@ -104,27 +104,108 @@ class TrainConfig:
 
         write_json_atomic(path, self.to_dict())
 
+    def check(self, stages: list[int]) -> None:
+        """``UsageError`` naming the first value that cannot work for a run of ``stages``,
+        before any data is read or anything is written."""
+        from .model import DROPOUT_KINDS, SIZE_MULTIPLE, VARIANTS
+
+        rules: list[tuple[str, Any, bool, str]] = [
+            ("variant", self.variant, self.variant in VARIANTS, f"is not one of {VARIANTS}"),
+            (
+                "size",
+                self.size,
+                all(v > 0 and v % SIZE_MULTIPLE == 0 for v in self.size),
+                f"must be positive multiples of {SIZE_MULTIPLE} (width, height)",
+            ),
+            ("batch_size", self.batch_size, self.batch_size >= 1, "must be at least 1"),
+            ("lr", self.lr, self.lr > 0, "must be positive"),
+            ("betas", self.betas, all(0 <= b < 1 for b in self.betas), "must lie in [0, 1)"),
+            ("eps", self.eps, self.eps > 0, "must be positive"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must not be negative"),
+            ("repeat", self.repeat, self.repeat >= 1, "must be at least 1"),
+            ("dropout", self.dropout, all(0 <= p < 1 for p in self.dropout), "must lie in [0, 1)"),
+            (
+                "dropout_kind",
+                self.dropout_kind,
+                self.dropout_kind in DROPOUT_KINDS,
+                f"is not one of {DROPOUT_KINDS}",
+            ),
+            ("workers", self.workers, self.workers >= 0, "must not be negative"),
+            ("amp", self.amp, self.amp in ("off", "bf16", "fp16"), "is not off, bf16 or fp16"),
+            (
+                "compile_mode",
+                self.compile_mode,
+                self.compile_mode in ("", "default", "reduce-overhead", "max-autotune"),
+                "is not default, reduce-overhead or max-autotune",
+            ),
+            ("save_every", self.save_every, self.save_every >= 1, "must be at least 1"),
+            ("val_every", self.val_every, self.val_every >= 0, "must not be negative"),
+            ("stages", self.stages, self.stages in ("all", "1", "2", "3"), "is not all, 1, 2 or 3"),
+        ]
+        for n in stages:
+            sc, key = self.stage(n), f"stage{n}"
+            rules += [
+                (f"{key}.epochs", sc.epochs, sc.epochs >= 1, "must be at least 1 to run it"),
+                (f"{key}.curve_start", sc.curve_start, sc.curve_start >= 0, "is negative"),
+                (
+                    f"{key}.curve_epochs",
+                    sc.curve_epochs,
+                    sc.curve_start + sc.epochs <= sc.curve_epochs,
+                    f"is shorter than curve_start + epochs ({sc.curve_start} + {sc.epochs}): "
+                    "the poly schedule would run past zero",
+                ),
+                (
+                    f"{key}.crop_ratio",
+                    sc.crop_ratio,
+                    0 < sc.crop_ratio[0] <= sc.crop_ratio[1],
+                    "must be (low, high) with 0 < low <= high",
+                ),
+            ]
+        for key, value, ok, rule in rules:
+            if not ok:
+                raise UsageError(f"config key {key!r}: {value!r} {rule}")
+
+
+def _scalar(value: Any, current: Any) -> Any:
+    """``value`` as the type of ``current``; an int must be a whole number (1.5 is refused,
+    not truncated) and a bool a boolean word."""
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, (bool, int)) or value not in (0, 1):
+            raise ValueError(value)
+        return bool(value)
+    if isinstance(current, int):
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value.strip()) if isinstance(value, str) else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if isinstance(current, float):
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(value)
+        return number
+    if isinstance(current, str) and not isinstance(value, str):
+        raise ValueError(value)
+    return type(current)(value)
+
 
 def _coerce(value: Any, current: Any, key: str) -> Any:
     """Bring a TOML/CLI value to the type of the default it replaces."""
     try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
         if isinstance(current, tuple):
             items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
             if len(items) != len(current):
                 raise ValueError(value)
-            return tuple(type(c)(v) for c, v in zip(current, items, strict=True))
-        if isinstance(current, (int, float)) and isinstance(value, str):
-            return type(current)(float(value)) if isinstance(current, int) else float(value)
-        if isinstance(current, float):
-            return float(value)
-        return type(current)(value)
-    except (TypeError, ValueError):
+            return tuple(_scalar(v, c) for c, v in zip(current, items, strict=True))
+        return _scalar(value, current)
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(
             f"config key {key!r}: cannot use {value!r} (default {current!r})"
         ) from None

@@ -17,6 +17,7 @@ import torch
 from .checkpoint import load_torch_file, save_checkpoint
 from .data.classes import ClassSet, class_set, generic_class_set
 from .errors import CheckpointError
+from .fileio import check_output_file
 from .mindspore_ckpt import read_mindspore_checkpoint
 from .model import ENet
 
@@ -89,7 +90,10 @@ def model_from_state(
         )
     if head not in state:
         raise CheckpointError(f"{origin}: {head} is missing (truncated file?)")
-    model = ENet(int(state[head].shape[class_dim]), variant, encoder_only)
+    shape = tuple(state[head].shape)
+    if len(shape) != 4 or not 1 <= shape[class_dim] <= 1024:
+        raise CheckpointError(f"{origin}: {head} has shape {shape}, not an ENet classifier's")
+    model = ENet(shape[class_dim], variant, encoder_only)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -174,12 +178,19 @@ def import_checkpoint(src: str | Path, source: Source) -> tuple[ENet, dict]:
 
 
 def convert_checkpoint(
-    src: str | Path, dst: str | Path, source: Source, classes: str | None = None
+    src: str | Path,
+    dst: str | Path,
+    source: Source,
+    classes: str | None = None,
+    *,
+    overwrite: bool = False,
 ) -> ENet:
-    """Import ``src`` (PyTorch-ENet ``.pth`` or MindSpore ``.ckpt``) and save it as ours.
+    """Import ``src`` (PyTorch-ENet ``.pth`` or MindSpore ``.ckpt``) and save it as ours
+    (over an existing ``dst`` only with ``overwrite``, never over ``src``).
 
     ``classes`` names a class set (default: guessed from the source and class count).
     """
+    check_output_file(dst, overwrite=overwrite, inputs=[src])
     model, provenance = import_checkpoint(src, source)
     chosen = class_set(classes) if classes else _default_classes(source, model.num_classes)
     if chosen.num_classes != model.num_classes:
@@ -187,6 +198,6 @@ def convert_checkpoint(
             f"{src}: the model has {model.num_classes} outputs but class set "
             f"{chosen.name!r} has {chosen.num_classes}"
         )
-    save_checkpoint(dst, model, chosen, provenance)
+    save_checkpoint(dst, model, chosen, provenance, replace=overwrite)
     model.classes = chosen
     return model

@@ -14,7 +14,6 @@ whether mIoU over the 19 classes on the synthetic val split reaches ``TARGET_MIO
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from .engine import FINAL_NAME, train
 from .errors import EnetError
 from .evaluate import evaluate_checkpoint
 from .export import export_onnx
+from .fileio import write_json_atomic
+from .folders import claim_folder, locked_folder
 from .infer import run_inference
 
 __all__ = ["DEMO_SETTINGS", "TARGET_MIOU", "demo_config", "run_demo"]
@@ -91,10 +92,21 @@ def demo_config(prepared: Path, run: Path, settings: dict, **extra) -> TrainConf
     return load_config(None, **{**values, **settings.get("overrides", {}), **extra})
 
 
+def _made_by_demo(folder: Path) -> bool:
+    """A demo folder from before folders were marked."""
+    return (folder / "summary.json").is_file() or (folder / "synth").is_dir()
+
+
 def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> dict:
-    s = {**DEMO_SETTINGS, **(settings or {})}
+    """The whole pipeline into ``out``, a new or empty folder or one an earlier demo made
+    (whose results it replaces: the demo owns every file in it)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_folder(out, "demo"):
+        claim_folder(out, "demo", recognise=_made_by_demo)
+        return _run_demo(out, {**DEMO_SETTINGS, **(settings or {})}, check)
+
+
+def _run_demo(out: Path, s: dict, check: bool) -> dict:
     start = time.perf_counter()
     w, h = s["size"]
     print(f"enet demo -> {out} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
@@ -113,15 +125,17 @@ def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> di
         f"stage 3 ({e3}, full ENet)"
     )
     cfg = demo_config(prepared, out / "run", s)
-    run = train(cfg, "all", progress=True)
+    run = train(cfg, "all", progress=True, overwrite=True)
     model_path = run / FINAL_NAME[3]
 
     print("[4/5] evaluate the final model on the synthetic val split (seed protocol)")
-    result = evaluate_checkpoint(model_path, prepared, "val", workers=1, save_images=4)
+    result = evaluate_checkpoint(
+        model_path, prepared, "val", workers=1, save_images=4, overwrite=True
+    )
 
     print("[5/5] export to ONNX (parity-checked) and run ONNX Runtime on the val images")
     onnx_path = run / "enet.onnx"
-    exported = export_onnx(model_path, onnx_path, size=(w, h))
+    exported = export_onnx(model_path, onnx_path, size=(w, h), overwrite=True)
     val_images = synth / "leftImg8bit" / "val"
     inference = run_inference(
         onnx_path,
@@ -130,6 +144,7 @@ def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> di
         backend="onnx",
         labels=synth / "gtFine" / "val",
         progress=False,
+        overwrite=True,
     )
     seconds = time.perf_counter() - start
     passed = result["mean_iou"] >= TARGET_MIOU
@@ -148,7 +163,7 @@ def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> di
         "curves": str(run / "curves.png"),
         "log": str(run / "log.jsonl"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(out / "summary.json", summary)
     print(f"\nDone in {seconds / 60:.1f} min.")
     print(
         f"  val mIoU (seed protocol, 19 classes): {result['mean_iou']:.4f} "

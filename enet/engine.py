@@ -10,8 +10,10 @@ A run resumed from an epoch checkpoint therefore continues exactly as an uninter
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,8 +36,9 @@ from .config import TrainConfig, apply_overrides
 from .data.classes import ClassSet
 from .data.dataset import PreparedDataset
 from .data.prepare import read_manifest
-from .errors import UsageError
-from .fileio import atomic_write
+from .errors import CheckpointError, OutputError, UsageError, describe_os_error
+from .fileio import write_text_atomic
+from .folders import claim_folder, locked_folder
 from .losses import weighted_cross_entropy
 from .metrics import ConfusionMatrix
 from .model import ENet, transfer_encoder
@@ -353,13 +356,27 @@ def _make_loaders(cfg: TrainConfig, stage: int, rt: Runtime, val: bool):
 
 
 def _log(run: Path, row: dict) -> None:
-    with open(run / "log.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    path = run / "log.jsonl"
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, path)) from None
 
 
 def read_log(run: Path) -> list[dict]:
+    """The rows of ``run``'s log; a line cut short (a process killed mid-write, a full disk)
+    is left out, and ``--resume`` rewrites the log without it."""
     path = run / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and {"stage", "epoch"} <= row.keys():
+            rows.append(row)
+    return rows
 
 
 def fit_stage(
@@ -495,81 +512,133 @@ def _stages(selection: str) -> list[int]:
     raise UsageError(f"--stage must be 1, 2, 3 or all, got {selection!r}")
 
 
+def _run_files(run: Path) -> list[Path]:
+    """What ``enet train`` (and ``enet eval`` beside its checkpoints) wrote into ``run``."""
+    stems = [*(Path(name).stem for name in FINAL_NAME.values()), "last"]
+    stems += [f"best_stage{s}" for s in STAGE_PREFIX]
+    files = [run / name for name in ("config.json", "log.jsonl", "curves.png", "tensorboard")]
+    for stem in stems:
+        files += [*run.glob(f"{stem}.*"), run / f"{stem}_predictions"]
+    for prefix in STAGE_PREFIX.values():
+        for checkpoint in (run / "checkpoints").glob(f"{prefix}-*_*.pt"):
+            files += [*checkpoint.parent.glob(f"{checkpoint.stem}.*")]
+            files.append(checkpoint.parent / f"{checkpoint.stem}_predictions")
+    return [f for f in dict.fromkeys(files) if f.exists()]
+
+
+def _made_by_train(folder: Path) -> bool:
+    """A run folder of enet train from before folders were marked."""
+    return (folder / "config.json").is_file() and (
+        (folder / "log.jsonl").is_file() or (folder / "last.pt").is_file()
+    )
+
+
+def _check_run_folder(run: Path, stages: list[int], resume: bool, overwrite: bool) -> None:
+    """Start, continue or replace the run in ``run`` only as asked: a finished or partial
+    run is never overwritten by accident (see docs/reliability.md)."""
+    claim_folder(run, "train", recognise=_made_by_train)
+    if resume:
+        return
+    produced = [f for f in _run_files(run) if f.name != "config.json"]
+    if overwrite:
+        for path in produced:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return
+    if not produced:
+        return
+    rows = read_log(run)
+    reached = max((r["stage"], r["epoch"]) for r in rows) if rows else (0, 0)
+    if reached[0] and min(stages) > reached[0] and (run / FINAL_NAME[reached[0]]).is_file():
+        added = ", ".join(map(str, stages))
+        print(f"{run}: adding stage(s) {added} to the run (stage {reached[0]} finished)")
+        return
+    raise UsageError(
+        f"{run}: holds a training run (stage {reached[0]}, epoch {reached[1]}); --resume "
+        "continues it, --overwrite starts it anew, or choose another --out"
+    )
+
+
 def train(
     cfg: TrainConfig,
     stage: str | None = None,
     resume: bool = False,
     progress: bool = True,
     runtime: dict | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Run ``stage`` ("1", "2", "3" or "all"; default ``cfg.stages``) of ``cfg``; with
-    ``resume``, continue the run in
-    ``cfg.out`` from its last checkpoint with its saved config, but for the ``runtime``
-    values given (``workers``, ``device``). Returns the run folder."""
+    ``resume``, continue the run in ``cfg.out`` from its last checkpoint with its saved
+    config, but for the ``runtime`` values given (``workers``, ``device``). A folder holding
+    a run is refused unless ``resume`` or ``overwrite`` (which first removes that run's
+    files) is given, or the stages asked for follow the ones it finished. Returns the run
+    folder."""
     run = Path(cfg.out)
     state = None
+    if resume and overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it: give one")
     if resume:
         last = run / "last.pt"
         if not last.is_file():
             raise UsageError(f"{run}: nothing to resume (no last.pt); start it without --resume")
         state = read_checkpoint(last)
         saved = TrainConfig()
-        apply_overrides(saved, state["config"], str(last))
+        apply_overrides(saved, state.get("config", {}), str(last))
         apply_overrides(saved, {k: v for k, v in (runtime or {}).items() if v is not None})
         saved.out = str(run)
-        cfg, stages = saved, list(state["stages"])
+        cfg, stages = saved, list(state.get("stages", []))
+        if not stages or state.get("stage") not in stages:
+            raise CheckpointError(f"{last}: not a training checkpoint of enet train")
     else:
         stages = _stages(stage or cfg.stages)
     if not cfg.data:
         raise UsageError("no training data given (--data PREPARED)")
+    cfg.check(stages)
+    manifest = read_manifest(cfg.data)
+    classes = ClassSet.from_dict(manifest["classes"])
     rt = init_runtime(cfg.device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     # Input sizes are fixed within a stage, so cuDNN's per-shape algorithm search pays off.
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    manifest = read_manifest(cfg.data)
-    classes = ClassSet.from_dict(manifest["classes"])
-    if rt.main:
-        run.mkdir(parents=True, exist_ok=True)
-        cfg.save(run / "config.json")
-        if state is not None:  # drop log rows written after the checkpoint we resume from
-            keep = [
-                r
-                for r in read_log(run)
-                if (r["stage"], r["epoch"]) <= (state["stage"], state["epoch"])
-            ]
-            atomic_write(
-                run / "log.jsonl",
-                lambda f: f.writelines(json.dumps(r) + "\n" for r in keep),
-                text=True,
-            )
-    writer = None
-    if cfg.tensorboard and rt.main:
+    with locked_folder(run, "train") if rt.main else contextlib.nullcontext():
+        if rt.main:
+            _check_run_folder(run, stages, resume, overwrite)
+            cfg.save(run / "config.json")
+            if state is not None:  # drop log rows written after the checkpoint we resume from
+                keep = [
+                    r
+                    for r in read_log(run)
+                    if (r["stage"], r["epoch"]) <= (state["stage"], state["epoch"])
+                ]
+                write_text_atomic(run / "log.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
+        writer = None
+        if cfg.tensorboard and rt.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UsageError(
+                    "--tensorboard needs the tensorboard package (pip install tensorboard)"
+                ) from None
+            writer = SummaryWriter(str(run / "tensorboard"))
         try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UsageError(
-                "--tensorboard needs the tensorboard package (pip install tensorboard)"
-            ) from None
-        writer = SummaryWriter(str(run / "tensorboard"))
-    try:
-        for s in stages:
-            resume_here = None
-            if state is not None:
-                if s < state["stage"] or (
-                    s == state["stage"] and state["epoch"] >= cfg.stage(s).epochs
-                ):
-                    continue
-                if s == state["stage"]:
-                    resume_here = state
-            fit_stage(cfg, s, run, rt, classes, manifest, stages, resume_here, progress, writer)
-    finally:
-        if writer is not None:
-            writer.close()
-    if rt.main:
-        rows = read_log(run)
-        if rows:
-            plot_curves(rows, run / "curves.png", title=f"{run.name}: {cfg.variant} ENet")
+            for s in stages:
+                resume_here = None
+                if state is not None:
+                    if s < state["stage"] or (
+                        s == state["stage"] and state["epoch"] >= cfg.stage(s).epochs
+                    ):
+                        continue
+                    if s == state["stage"]:
+                        resume_here = state
+                fit_stage(cfg, s, run, rt, classes, manifest, stages, resume_here, progress, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        if rt.main:
+            rows = read_log(run)
+            if rows:
+                plot_curves(rows, run / "curves.png", title=f"{run.name}: {cfg.variant} ENet")
     if rt.distributed:
         dist.destroy_process_group()
     return run

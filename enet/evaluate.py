@@ -17,12 +17,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
+from .data import cityscapes
 from .data.cityscapes import frame_key
 from .data.classes import ClassSet
 from .data.dataset import PreparedDataset, open_dataset
+from .data.source import check_label_values
 from .engine import evaluate_model, init_runtime, stage_weights
-from .errors import UsageError
+from .errors import DataError, OutputError, UsageError
 from .fileio import write_png_atomic
+from .images import read_label, read_rgb
 from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
 from .metrics import write_seed_metrics
 from .transforms import eval_transform, model_input
@@ -76,9 +79,22 @@ def evaluate_checkpoint(
     device: str = "auto",
     workers: int = 2,
     save_images: int = 0,
+    *,
+    overwrite: bool = False,
 ) -> dict:
-    """Evaluate one enet checkpoint; writes ``<checkpoint>.metric.txt`` / ``.metric.json``."""
+    """Evaluate one enet checkpoint; writes ``<checkpoint>.metric.txt`` / ``.metric.json``
+    and ``.confusion.png`` beside it, replacing earlier ones only with ``overwrite``."""
     checkpoint = Path(checkpoint)
+    outputs = [metric_path(checkpoint), metric_path(checkpoint).with_suffix(".json")]
+    outputs.append(checkpoint.with_suffix(".confusion.png"))
+    if save_images:
+        outputs.append(checkpoint.parent / f"{checkpoint.stem}_predictions")
+    for path in outputs:
+        if path.exists() and not overwrite:
+            raise OutputError(
+                f"{path}: already exists: {checkpoint} was evaluated before (pass --overwrite "
+                "to evaluate it again)"
+            )
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
     classes: ClassSet = model.classes
@@ -137,7 +153,14 @@ def evaluate_path(path: str | Path, data: str | Path, **kwargs) -> list[dict]:
         return [evaluate_checkpoint(path, data, **kwargs)]
     if not path.is_dir():
         raise UsageError(f"{path}: no such checkpoint or run folder")
-    todo = [p for p in _checkpoints_in(path) if not metric_path(p).exists()]
+    found = _checkpoints_in(path)
+    if not found:
+        raise UsageError(
+            f"{path}: no checkpoints (*.pt) in it or in its checkpoints/ folder (give a "
+            "checkpoint file or a run folder of enet train)"
+        )
+    overwrite = kwargs.get("overwrite", False)
+    todo = [p for p in found if overwrite or not metric_path(p).exists()]
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     results = []
     for ckpt in todo[rank::world]:
@@ -174,16 +197,41 @@ def _ground_truth(root: Path, split: str) -> list[Path]:
     return files
 
 
-def _add_to(evaluator, pred_ids: np.ndarray, gt_file: Path) -> None:
-    gt = np.asarray(Image.open(gt_file))
+def _add_to(evaluator, pred_ids: np.ndarray, gt_file: Path, pred_file: Path | None = None) -> None:
+    """One frame into the official evaluator; any problem names the file it comes from."""
+    gt = read_label(gt_file)
+    check_label_values(gt, cityscapes, gt_file)
     inst_file = Path(str(gt_file).replace("_labelIds.png", "_instanceIds.png"))
-    inst = np.asarray(Image.open(inst_file)) if inst_file.is_file() else None
+    inst = read_label(inst_file) if inst_file.is_file() else None
+    where = pred_file or gt_file
     if pred_ids.shape != gt.shape:
-        raise UsageError(
-            f"prediction for {gt_file.name} is {pred_ids.shape[::-1]}, "
-            f"ground truth {gt.shape[::-1]}"
+        raise DataError(
+            f"{where}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]}, its ground "
+            f"truth {gt_file.name} {gt.shape[1]}x{gt.shape[0]} (predict at full resolution)"
         )
+    if inst is not None and inst.shape != gt.shape:
+        raise DataError(f"{inst_file}: not the size of {gt_file.name}")
     evaluator.add(pred_ids, gt, inst)
+
+
+def _check_prediction(ids: np.ndarray, path: Path) -> None:
+    """Refuse a prediction that is not a map of label ids: values past the table, or trainIds
+    (0-18, 255), which would score near zero without a word. Label ids 1-6 (ego vehicle ..
+    ground) are never predicted, but as trainIds they are sidewalk .. traffic light."""
+    values = np.unique(ids)
+    outside = [int(v) for v in values if int(v) not in cityscapes.LABEL_VALUES]
+    low = np.isin(ids, [1, 2, 3, 4, 5, 6]).mean()  # trainIds sidewalk .. traffic light
+    if outside == [255] or (values.max() <= 18 and low > 0.05):
+        raise DataError(
+            f"{path}: looks like trainIds (0-18, 255), not the labelIds the benchmark "
+            "scores (map them with cityscapesscripts' trainId -> id table, or write them "
+            "with enet infer --label-ids)"
+        )
+    if outside:
+        raise DataError(
+            f"{path}: values {outside[:6]} are not Cityscapes label ids (0-33) (is it a "
+            "label-id prediction?)"
+        )
 
 
 def evaluate_cityscapes(
@@ -193,6 +241,8 @@ def evaluate_cityscapes(
     checkpoint: str | Path | None = None,
     save_predictions: str | Path | None = None,
     device: str = "auto",
+    *,
+    overwrite: bool = False,
 ) -> dict:
     """Official protocol on a Cityscapes tree, from ready-made labelId PNGs (``predictions``,
     matched as the benchmark does: ``<city>_<seq>_<frame>*.png`` anywhere below the folder) or
@@ -216,7 +266,10 @@ def evaluate_cityscapes(
                 f"(e.g. {double[:3]})"
             )
         for gt_file, key in zip(gts, keys, strict=True):
-            _add_to(evaluator, np.asarray(Image.open(found[key][0])), gt_file)
+            pred_file = found[key][0]
+            pred = read_label(pred_file)
+            _check_prediction(pred, pred_file)
+            _add_to(evaluator, pred, gt_file, pred_file)
         return evaluator.results()
 
     if checkpoint is None:
@@ -230,20 +283,28 @@ def evaluate_cityscapes(
     rt = init_runtime(device)
     model.to(rt.device).eval()
     out_dir = Path(save_predictions) if save_predictions else None
+    if out_dir is not None and not overwrite:
+        for gt_file in gts:
+            name = out_dir / gt_file.parent.name / f"{frame_key(gt_file.name)}_leftImg8bit.png"
+            if name.exists():
+                raise OutputError(
+                    f"{name}: already exists (pass --overwrite to replace the predictions in "
+                    f"{out_dir}, or choose another folder)"
+                )
     for gt_file in gts:
         key = frame_key(gt_file.name)
         city = gt_file.parent.name
         image_file = Path(root) / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png"
-        with Image.open(image_file) as im:
-            full = im.convert("RGB")
-        x = torch.from_numpy(model_input(np.asarray(full), (w, h))).to(rt.device)
+        full = read_rgb(image_file)
+        x = torch.from_numpy(model_input(full, (w, h))).to(rt.device)
         with torch.inference_mode():
             logits = model(x)
             logits = torch.nn.functional.interpolate(
-                logits, size=full.size[::-1], mode="bilinear", align_corners=False
+                logits, size=full.shape[:2], mode="bilinear", align_corners=False
             )
             pred = lut[logits.argmax(1)[0].cpu().numpy().astype(np.uint8)]
         _add_to(evaluator, pred, gt_file)
         if out_dir is not None:
-            write_png_atomic(out_dir / city / f"{key}_leftImg8bit.png", pred)
+            name = out_dir / city / f"{key}_leftImg8bit.png"
+            write_png_atomic(name, pred, replace=overwrite)
     return evaluator.results()

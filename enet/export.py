@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +18,9 @@ import numpy as np
 import torch
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .errors import EnetError
+from .data.classes import ClassSet
+from .errors import EnetError, UsageError
+from .fileio import check_output_file, output_path
 from .model import SIZE_MULTIPLE, check_input_size
 
 if TYPE_CHECKING:
@@ -59,11 +59,36 @@ def _parity(path: Path, model, inputs: list[torch.Tensor]) -> dict:
 
 
 def onnx_metadata(path: str | Path) -> dict:
-    """The enet metadata stored in an exported ONNX file (values decoded from JSON)."""
+    """The enet metadata stored in an exported ONNX file (values decoded from JSON); a file
+    that is not ONNX, or whose metadata is not enet's, is a ``UsageError`` naming it."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith("enet.")}
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise UsageError(
+            f"{path}: not a readable ONNX file, truncated or corrupt ({reason}) "
+            "(export it again with enet export)"
+        ) from None
+    meta = {}
+    for prop in model.metadata_props:
+        if prop.key.startswith("enet."):
+            try:
+                meta[prop.key] = json.loads(prop.value)
+            except ValueError:
+                raise UsageError(
+                    f"{path}: its {prop.key} metadata is not JSON (export it again)"
+                ) from None
+    if "enet.classes" in meta:
+        try:
+            ClassSet.from_dict(meta["enet.classes"])
+        except ValueError as exc:
+            raise UsageError(f"{path}: its enet.classes metadata is malformed: {exc}") from None
+    return meta
 
 
 def set_onnx_metadata(path: Path, values: dict) -> None:
@@ -129,6 +154,8 @@ def export_onnx(
     int8_check: list[Path] | None = None,
     min_agreement: float = 0.95,
     int8_residual: str = "auto",
+    *,
+    overwrite: bool = False,
 ) -> dict:
     """Export ``checkpoint`` to ``out`` (eval graph, input ``input`` N x 3 x H x W RGB/255,
     output ``logits``); returns the parity report. ``size`` is (width, height), default the
@@ -141,9 +168,13 @@ def export_onnx(
     below ``min_agreement`` is an error and leaves nothing. ``int8_residual``: see
     ``quantize_int8``; "auto" is "int8" for a checkpoint tuned by ``enet finetune-int8``,
     else "fp32". The rest of the scheme (leading fp32 convolutions, the weights' grid) is
-    the one a tuned checkpoint's weights were trained on (``Int8Scheme.for_checkpoint``)."""
+    the one a tuned checkpoint's weights were trained on (``Int8Scheme.for_checkpoint``).
+    Existing files are replaced only with ``overwrite``."""
 
     checkpoint, out = Path(checkpoint), Path(out)
+    int8 = int8_calibration is not None
+    for path in (out, out.with_suffix(".fp32.onnx")) if int8 else (out,):
+        check_output_file(path, overwrite=overwrite, inputs=[checkpoint])
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint).eval()
     w, h = size or tuple(ckpt.get("config", {}).get("size", ()) or (1024, 512))
@@ -153,11 +184,8 @@ def export_onnx(
         raise ExportError(str(exc)) from None
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     shapes = _dynamic_shapes(dynamic_batch, dynamic)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    fp32_out = out.with_suffix(".fp32.onnx") if int8 else out
+    with output_path(fp32_out, replace=overwrite) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             level = logging.getLogger("torch").level
@@ -202,18 +230,13 @@ def export_onnx(
                 f"{report['max_abs_diff']:.3g}, 99.9th pct {report['p999_abs_diff']:.3g}, "
                 f"argmax agreement {report['argmax_agreement']:.5%}); nothing written"
             )
-        if int8_calibration is not None:
+        if int8:
             from .quantize import Int8Scheme
 
             scheme = Int8Scheme.for_checkpoint(ckpt.get("provenance", {}), int8_residual)
             report |= _quantize(
-                tmp, out, (w, h), int8_calibration, int8_check, min_agreement, scheme
+                tmp, out, (w, h), int8_calibration, int8_check, min_agreement, scheme, overwrite
             )
-            os.replace(tmp, out.with_suffix(".fp32.onnx"))
-        else:
-            os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"path": str(out), "size": [w, h], "opset": opset, **report}
 
 
@@ -225,16 +248,14 @@ def _quantize(
     check: list[Path] | None,
     min_agreement: float,
     scheme: Int8Scheme,
+    overwrite: bool,
 ) -> dict:
     """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies as
     ``enet infer`` would run both files on this CPU (OpenVINO when installed)."""
     from .infer import load_predictor
     from .quantize import argmax_agreement, latency_ms, quantize_int8
 
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with output_path(out, replace=overwrite) as tmp:
         quantize_int8(fp32, tmp, calibration, size, scheme)
         meta = onnx_metadata(fp32)
         meta["enet.precision"] = scheme.describe()
@@ -264,7 +285,4 @@ def _quantize(
             )
         meta["enet.int8"] = report
         set_onnx_metadata(tmp, meta)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return report

@@ -1,16 +1,49 @@
-"""Atomic file writes: a temp file beside the target, renamed into place when complete, so
-an interrupted run never leaves a half-written file under the final name."""
+"""The one way enet writes files: nothing half-written is ever left under a final name, and
+nothing that exists is replaced unless the caller says so.
+
+Each output is written to a temporary file beside its target, named after the target and
+the writing process (``.<name>.<pid>-<random>.enet-tmp<suffix>``), flushed to disk and
+renamed into place. A failed write (full disk, read-only folder) removes the temporary file
+and raises ``OutputError`` naming the target. Temporary files of a process that was killed
+are removed by the next enet command that writes to the folder (``clear_stale_temps``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json_atomic", "write_png_atomic"]
+import numpy as np
+
+from .errors import OutputError, UsageError, describe_os_error
+
+__all__ = [
+    "TEMP_TAG",
+    "atomic_write",
+    "check_output_file",
+    "clear_stale_temps",
+    "create_array",
+    "output_folder",
+    "output_path",
+    "pid_alive",
+    "scratch_folder",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_png_atomic",
+    "write_text_atomic",
+]
+
+TEMP_TAG = ".enet-tmp"
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[^.]+" + re.escape(TEMP_TAG) + r"(\.[A-Za-z0-9]+)?$")
 
 
 def _umask() -> int:
@@ -19,30 +52,234 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], text: bool = False) -> Path:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts)."""
     try:
-        with os.fdopen(fd, "w" if text else "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual file mode
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _prepare_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, path.parent)) from None
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder where a file is expected (give a file name)")
+
+
+def _publish(tmp: Path, path: Path, replace: bool) -> None:
+    """Rename ``tmp`` to ``path``; with ``replace=False`` never over an existing file (a hard
+    link is the atomic no-clobber rename; file systems without links fall back to a check)."""
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
+    if replace:
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(_exists_message(path)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        if path.exists():
+            raise OutputError(_exists_message(path)) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def _exists_message(path: Path, flag: str = "--overwrite") -> str:
+    return f"{path}: already exists (pass {flag} to replace it, or choose another path)"
+
+
+@contextlib.contextmanager
+def output_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that need a file name (ONNX, video). It
+    keeps ``path``'s suffix (readers pick a format by it) and is renamed to ``path`` when the
+    block ends without an error, else removed."""
+    path = Path(path)
+    _prepare_parent(path)
+    try:
+        fd, name = tempfile.mkstemp(
+            prefix=_temp_prefix(path), suffix=TEMP_TAG + path.suffix, dir=path.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, path)) from None
+    tmp = Path(name)
+    try:
+        yield tmp
+        _publish(tmp, path, replace)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, path)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[IO[Any]], None], *, text: bool = False, replace: bool = True
+) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename
+    it to ``path`` (over an existing file only with ``replace``)."""
+    path = Path(path)
+    with output_path(path, replace=replace) as tmp, open(tmp, "w" if text else "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    return atomic_write(path, lambda f: json.dump(obj, f, indent=1), text=True)
+def write_bytes_atomic(path: str | Path, data: bytes, *, replace: bool = True) -> Path:
+    return atomic_write(path, lambda f: f.write(data), replace=replace)
 
 
-def write_png_atomic(path: str | Path, array: Any) -> Path:
-    """An H x W (x 3) uint8 array as a PNG."""
+def write_text_atomic(path: str | Path, text: str, *, replace: bool = True) -> Path:
+    return atomic_write(path, lambda f: f.write(text), text=True, replace=replace)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, replace: bool = True) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=1), replace=replace)
+
+
+def write_png_atomic(
+    path: str | Path, array: Any, *, replace: bool = True, compress_level: int = 6
+) -> Path:
+    """An H x W (x 3) uint8 array as a PNG, encoded in memory before anything is written."""
     from PIL import Image
 
-    return atomic_write(path, lambda f: Image.fromarray(array).save(f, "PNG"))
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG", compress_level=compress_level)
+    return write_bytes_atomic(path, buffer.getvalue(), replace=replace)
+
+
+def create_array(path: str | Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` file opened as a writable memmap, its disk space reserved up front: a
+    memmap written past the free space kills the process with SIGBUS, where a reservation
+    fails with one clear error."""
+    path = Path(path)
+    try:
+        array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+        if hasattr(os, "posix_fallocate"):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise OutputError(describe_os_error(exc, path)) from None
+    return array
+
+
+def check_output_file(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
+    flag: str = "--overwrite",
+) -> Path:
+    """Refuse an output that is one of the command's ``inputs``, a folder, or (without
+    ``overwrite``) a file that exists, before any work is done; remove what killed enet
+    processes left of earlier writes to it."""
+    path = Path(path)
+    for source in inputs:
+        source = Path(source)
+        if source.exists() and path.exists() and os.path.samefile(source, path):
+            raise UsageError(f"{path}: is also the input {source} (choose another output path)")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder where a file is expected (give a file name)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{parent}: is a file where a folder is expected")
+            break
+    if path.exists() and not overwrite:
+        raise OutputError(_exists_message(path, flag))
+    clear_stale_temps(path.parent, target=path.name)
+    return path
+
+
+def clear_stale_temps(folder: str | Path, *, target: str | None = None) -> int:
+    """Remove the temporary files (and folders) that enet processes no longer running left
+    in ``folder`` and below it, or, given a ``target`` file name, only that file's in
+    ``folder`` itself. Returns how many; nothing else is touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    if target is not None:
+        found = [(folder, [n for n in os.listdir(folder) if n.startswith(f".{target}.")], [])]
+    else:
+        found = ((Path(root), files, dirs) for root, dirs, files in os.walk(folder))
+    removed = 0
+    for root, files, dirs in found:
+        for name in [*files, *dirs]:
+            match = _TEMP_NAME.match(name)
+            if match is None or pid_alive(int(match.group(1))):
+                continue
+            path = root / name
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                    if name in dirs:
+                        dirs.remove(name)
+                else:
+                    path.unlink()
+                removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_folder(beside: str | Path) -> Iterator[Path]:
+    """A temporary folder for intermediate files next to the output ``beside`` (on its disk),
+    removed when the block ends; named so ``clear_stale_temps`` finds it after a kill."""
+    beside = Path(beside)
+    try:
+        path = tempfile.mkdtemp(prefix=_temp_prefix(beside), suffix=TEMP_TAG, dir=beside.parent)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, beside.parent)) from None
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path`` (a folder of many outputs, such as a video's
+    frames), renamed to ``path`` when the block ends without an error, else removed. An
+    existing ``path`` is replaced only with ``replace``, and only once the new one is whole."""
+    path = Path(path)
+    _prepare_parent(path)
+    if path.exists() and not replace:
+        raise OutputError(_exists_message(path))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=TEMP_TAG, dir=path.parent))
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, path)) from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = path.with_name(f"{_temp_prefix(path)}old{TEMP_TAG}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, path)) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -4,9 +4,10 @@ One predictor interface, three backends (OpenVINO, ONNX Runtime, PyTorch). Any i
 the image is padded to a multiple of 8 and the prediction cropped back, or (``resize``, and
 always for an ONNX model with a fixed input size) resized to the model's size and the
 prediction resized back by nearest. Per image: ``<stem>_pred.png`` (class index per pixel),
-``_color.png`` and ``_overlay.png``. With ``labels``, the seed's 310-inference metric
-(``metric.txt``) is computed at the model's size as its ``eval310.py`` does. A file that
-cannot be read is reported and skipped; the run goes on.
+``_color.png`` and ``_overlay.png``, in the input's sub-folder mirrored under the output
+folder. With ``labels``, the seed's 310-inference metric (``metric.txt``) is computed at the
+model's size as its ``eval310.py`` does. A file that cannot be read is reported and
+skipped; the run goes on. Nothing is written before every output name is known to be free.
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import bundled_models, load_checkpoint, resolve_checkpoint
+from .data import cityscapes
 from .data.cityscapes import frame_key, to_class_ids
 from .data.classes import ClassSet
-from .errors import EnetError, UsageError
+from .data.source import check_label_values
+from .errors import DataError, EnetError, OutputError, UsageError
 from .evaluate import class_to_label_id
-from .fileio import atomic_write, write_json_atomic, write_png_atomic
+from .fileio import (
+    output_folder,
+    output_path,
+    write_json_atomic,
+    write_png_atomic,
+    write_text_atomic,
+)
+from .folders import locked_folder
+from .images import read_label, read_rgb
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
 from .openvino_graph import rewrite_for_this_cpu
@@ -315,20 +326,49 @@ def load_predictor(
 
 
 def find_inputs(
-    paths: list[Path], suffixes: set[str] = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    paths: list[Path],
+    suffixes: set[str] = IMAGE_SUFFIXES | VIDEO_SUFFIXES,
+    exclude: Path | None = None,
 ) -> list[Path]:
-    """The files given, and the image/video files found below the folders given (sorted)."""
-    found: list[Path] = []
+    """The files given, and the image/video files found below the folders given (sorted,
+    each once); nothing below ``exclude`` (the run's own output folder). A path that does
+    not exist is an error."""
+    found: dict[Path, None] = {}
+    skip = exclude.resolve() if exclude is not None else None
     for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder")
         if p.is_dir():
-            found += sorted(
+            files = sorted(
                 f
                 for f in p.rglob("*")
                 if f.suffix.lower() in suffixes and f.is_file() and not f.is_symlink()
             )
         else:
-            found.append(p)
-    return found
+            files = [p]
+        for f in files:
+            if skip is None or not f.resolve().is_relative_to(skip):
+                found.setdefault(f, None)
+    return list(found)
+
+
+def output_stems(files: list[Path], inputs: list[Path]) -> dict[Path, Path]:
+    """Each input file's output name without suffix, relative to ``--out``: its path below
+    the inputs' common folder, without its extension (``cam1/000001.png`` ->
+    ``cam1/000001``). Files of one folder that differ only in their extension keep it,
+    joined with an underscore (``x.png``, ``x.jpg`` -> ``x_png``, ``x_jpg``)."""
+    roots = [os.path.abspath(p if p.is_dir() else p.parent) for p in inputs]
+    base = os.path.commonpath(roots) if roots else os.getcwd()
+    stems = {f: Path(os.path.relpath(os.path.abspath(f), base)).with_suffix("") for f in files}
+    counts: dict[Path, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {
+        f: stem.with_name(f"{stem.name}_{f.suffix.lstrip('.').lower()}")
+        if counts[stem] > 1
+        else stem
+        for f, stem in stems.items()
+    }
 
 
 def _label_index(folder: Path) -> dict[str, Path]:
@@ -341,10 +381,19 @@ def _label_index(folder: Path) -> dict[str, Path]:
 
 
 def _read_label(path: Path, classes: ClassSet) -> np.ndarray:
-    label = np.asarray(Image.open(path))
+    """A Cityscapes ``labelIds`` or ``labelTrainIds`` file as the model's class ids; values
+    outside the file's table are an error naming it."""
+    label = read_label(path)
     if path.name.endswith("_labelIds.png"):
+        check_label_values(label, cityscapes, path)
         return to_class_ids(label)
-    out = label.copy()
+    bad = np.unique(label[(label >= classes.num_classes) & (label != 255)])
+    if bad.size:
+        raise DataError(
+            f"{path}: trainIds {bad.tolist()[:6]} outside 0..{classes.num_classes - 1} and "
+            "255 (is it the right label file?)"
+        )
+    out = label.astype(np.uint8)
     out[label == 255] = classes.void if classes.void is not None else 255
     return out
 
@@ -370,18 +419,18 @@ class InferenceReport:
         }
 
 
-def _segment_video(path: Path, out: Path, segment, classes: ClassSet) -> int:
+def _segment_video(path: Path, out_stem: Path, segment, classes: ClassSet, replace: bool) -> int:
     """Every frame of ``path`` -> ``<stem>_pred/<frame>.png`` class maps and a colourised
-    ``<stem>_overlay.mp4`` (H.264 at the source's frame rate); returns the frame count."""
-    frames_dir = out / f"{path.stem}_pred"
-    video_out = out / f"{path.stem}_overlay.mp4"
-    tmp = video_out.with_name(f".{video_out.name}.tmp.mp4")
-    try:
-        count = _transcode(path, tmp, frames_dir, segment, classes)
-        os.replace(tmp, video_out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count
+    ``<stem>_overlay.mp4`` (H.264 at the source's frame rate); returns the frame count.
+    Both are written whole or not at all: a video that fails to decode part way (truncated)
+    leaves nothing."""
+    frames_dir = out_stem.with_name(f"{out_stem.name}_pred")
+    video_out = out_stem.with_name(f"{out_stem.name}_overlay.mp4")
+    with (
+        output_folder(frames_dir, replace=replace) as frames_tmp,
+        output_path(video_out, replace=replace) as video_tmp,
+    ):
+        return _transcode(path, video_tmp, frames_tmp, segment, classes)
 
 
 def _transcode(path: Path, tmp: Path, frames_dir: Path, segment, classes: ClassSet) -> int:
@@ -391,7 +440,7 @@ def _transcode(path: Path, tmp: Path, frames_dir: Path, segment, classes: ClassS
     with av.open(str(path)) as source:
         stream = source.streams.video[0]
         rate = stream.average_rate or 25
-        with av.open(str(tmp), "w") as sink:
+        with av.open(str(tmp), "w", format="mp4") as sink:
             encoder = None
             for frame in source.decode(stream):
                 rgb = frame.to_ndarray(format="rgb24")
@@ -406,9 +455,25 @@ def _transcode(path: Path, tmp: Path, frames_dir: Path, segment, classes: ClassS
                 sink.mux(encoder.encode(av.VideoFrame.from_ndarray(mixed, format="rgb24")))
                 count += 1
             if encoder is None:
-                raise UsageError("no video frames")
+                raise DataError(f"{path}: unreadable video (no frames)")
             sink.mux(encoder.encode())
     return count
+
+
+def _planned_outputs(
+    files: list[Path], stems: dict[Path, Path], out: Path, pictures: bool
+) -> list[Path]:
+    """Every file and folder a run over ``files`` writes below ``out`` (but for the
+    run-wide ones: timing, metric, label ids)."""
+    planned = []
+    for f in files:
+        stem = out / stems[f]
+        if f.suffix.lower() in VIDEO_SUFFIXES:
+            names = ["_pred", "_overlay.mp4"]
+        else:
+            names = ["_pred.png", *(["_color.png", "_overlay.png"] if pictures else [])]
+        planned += [stem.with_name(stem.name + n) for n in names]
+    return planned
 
 
 def run_inference(
@@ -425,15 +490,82 @@ def run_inference(
     label_ids: bool = False,
     compile: bool = False,
     bf16: bool = False,
+    *,
+    overwrite: bool = False,
 ) -> InferenceReport:
-    """Segment every input image; see the module docstring for what is written."""
-    predictor = load_predictor(model, backend, device, compile, bf16)
-    classes = predictor.classes
+    """Segment every input image; see the module docstring for what is written. Outputs
+    mirror the inputs' sub-folders under ``out`` (``output_stems``); files below ``out`` are
+    never read as inputs, and existing outputs are replaced only with ``overwrite``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = find_inputs([Path(p) for p in inputs])
+    inputs = [Path(p) for p in inputs]
+    for p in inputs:
+        if p.is_dir() and (
+            p.resolve() == out.resolve() or p.resolve().is_relative_to(out.resolve())
+        ):
+            raise UsageError(
+                f"{out}: the output folder holds the input folder {p} (choose an --out "
+                "outside the inputs)"
+            )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file where a folder is expected (choose another --out)")
+    files = find_inputs(inputs, exclude=out)
     if not files:
-        raise UsageError(f"no images found in {', '.join(str(p) for p in inputs)}")
+        raise UsageError(f"no images or videos found in {', '.join(str(p) for p in inputs)}")
+    stems = output_stems(files, inputs)
+    keys = [frame_key(stems[f].name) for f in files]
+    if label_ids and len(set(keys)) < len(keys):
+        double = sorted({k for k in keys if keys.count(k) > 1})
+        raise UsageError(
+            f"--label-ids names outputs by Cityscapes frame, and several inputs are frame "
+            f"{double[0]} (give them to separate runs)"
+        )
+    timing_path = Path(timing_file) if timing_file else out / "timing.json"
+    planned = [*_planned_outputs(files, stems, out, pictures), timing_path]
+    if labels:
+        planned.append(out / "metric.txt")
+    if label_ids:
+        planned += [out / "labelIds" / f"{k}_leftImg8bit.png" for k in keys]
+    if len(set(planned)) < len(planned):
+        double = next(p for p in planned if planned.count(p) > 1)
+        raise UsageError(f"{double}: two inputs would write this output (rename one of them)")
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        more = f", and {len(existing) - 1} more of this run's outputs" if len(existing) > 1 else ""
+        raise OutputError(
+            f"{existing[0]}: already exists{more} (pass --overwrite to replace them, or "
+            "choose another --out)"
+        )
+    predictor = load_predictor(model, backend, device, compile, bf16)
+    with locked_folder(out, "infer"):
+        return _infer(
+            predictor,
+            files,
+            stems,
+            out,
+            resize,
+            labels,
+            timing_path,
+            pictures,
+            progress,
+            label_ids,
+            overwrite,
+        )
+
+
+def _infer(
+    predictor,
+    files: list[Path],
+    stems: dict[Path, Path],
+    out: Path,
+    resize: tuple[int, int] | None,
+    labels: str | Path | None,
+    timing_path: Path,
+    pictures: bool,
+    progress: bool,
+    label_ids: bool,
+    overwrite: bool,
+) -> InferenceReport:
+    classes = predictor.classes
     target = predictor.fixed_size or resize
     label_files = _label_index(Path(labels)) if labels else None
     if label_files is not None and target is None:
@@ -460,25 +592,31 @@ def run_inference(
         return small, np.asarray(Image.fromarray(small).resize((w, h), Image.NEAREST))
 
     for path in tqdm(files, desc="infer", unit="file", disable=not progress):
+        stem = out / stems[path]
         if path.suffix.lower() in VIDEO_SUFFIXES:
             try:
-                _segment_video(path, out, segment, classes)
+                _segment_video(path, stem, segment, classes, overwrite)
+            except OutputError:
+                raise
             except Exception as exc:
-                print(f"warning: {path}: unreadable video, skipped ({exc})")
+                if isinstance(exc, EnetError):
+                    reason = str(exc)
+                else:
+                    detail = getattr(exc, "strerror", None) or exc  # FFmpeg's, without errno
+                    reason = f"{path}: unreadable video ({detail})"
+                print(f"warning: {reason}; skipped, nothing written for it")
                 report.failed.append(str(path))
                 continue
             report.processed += 1
             continue
         try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except Exception as exc:
-            print(f"warning: {path}: unreadable image, skipped ({exc})")
+            rgb = read_rgb(path)
+        except DataError as exc:
+            print(f"warning: {exc}; skipped")
             report.failed.append(str(path))
             continue
-        rgb = np.asarray(image)
         small, pred = segment(rgb)
-        key = frame_key(path.stem)
+        key = frame_key(stem.name)
         if cm is not None:
             label_file = label_files.get(key)
             if label_file is None:
@@ -491,27 +629,29 @@ def run_inference(
                     torch.from_numpy(small.astype(np.int64)),
                     torch.from_numpy(np.asarray(lbl).astype(np.int64)),
                 )
-        write_png_atomic(out / f"{path.stem}_pred.png", pred)
+        write_png_atomic(stem.with_name(f"{stem.name}_pred.png"), pred, replace=overwrite)
         if lut is not None:  # the benchmark's naming: <city>_<seq>_<frame>*.png, label ids
-            write_png_atomic(out / "labelIds" / f"{key}_leftImg8bit.png", lut[pred])
+            name = out / "labelIds" / f"{key}_leftImg8bit.png"
+            write_png_atomic(name, lut[pred], replace=overwrite)
         if pictures:
             color = colorize(pred, classes.palette)
-            write_png_atomic(out / f"{path.stem}_color.png", color)
-            write_png_atomic(out / f"{path.stem}_overlay.png", overlay(rgb, color))
+            write_png_atomic(stem.with_name(f"{stem.name}_color.png"), color, replace=overwrite)
+            mixed = overlay(rgb, color)
+            write_png_atomic(stem.with_name(f"{stem.name}_overlay.png"), mixed, replace=overwrite)
         report.processed += 1
     if report.processed == 0:
-        raise EnetError(f"none of the {len(files)} inputs could be read")
+        raise DataError(f"none of the {len(files)} inputs could be read (see the warnings)")
     if not report.latency_ms:
-        raise EnetError("the inputs held no frames")
+        raise DataError("the inputs held no frames")
     if cm is not None:
         iou = cm.iou()
         text = f"mean_iou:  {float(iou.mean())}\niou_class:  {iou}\n"
-        atomic_write(out / "metric.txt", lambda f: f.write(text), text=True)
+        write_text_atomic(out / "metric.txt", text, replace=overwrite)
         report.metric = {"mean_iou": float(iou.mean()), "iou_class": iou.tolist()}
     timing = {
         "backend": predictor.name,
         "input_size": list(target) if target else "native",
         **report.timing(),
     }
-    write_json_atomic(Path(timing_file) if timing_file else out / "timing.json", timing)
+    write_json_atomic(timing_path, timing, replace=overwrite)
     return report

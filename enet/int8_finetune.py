@@ -30,10 +30,16 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_weights
+from .checkpoint import (
+    model_from_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_changed_weights,
+)
 from .data.dataset import PreparedDataset
 from .engine import _to_input, init_runtime, stage_weights
 from .errors import UsageError
+from .fileio import check_output_file
 from .model import BOTTLENECKS, InitialBlock
 from .quantize import (
     TUNED_INT8_SCHEME,
@@ -181,6 +187,8 @@ def finetune_for_int8(
     seed: int = 0,
     progress: bool = True,
     scheme: Int8Scheme = TUNED_INT8_SCHEME,
+    *,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Fine-tune ``checkpoint`` on the train split of the prepared set ``data`` and write the
     result (weights snapped to the int8 grid) to ``out``; returns one log row per epoch.
@@ -192,6 +200,7 @@ def finetune_for_int8(
     the checkpoint, whose export follows it; the residual stream is always rounded here)."""
     if scheme.residual != "int8":
         raise UsageError("finetune-int8 trains for an int8 residual stream")
+    check_output_file(out, overwrite=overwrite, inputs=[resolve_checkpoint(checkpoint)])
     torch.manual_seed(seed)
     dev = init_runtime(device).device
     ckpt = read_checkpoint(checkpoint)
@@ -267,5 +276,5 @@ def finetune_for_int8(
         "int8_grid": f"{len(emulation.convolutions)} convolutions (enet finetune-int8)",
         **scheme.provenance(),
     }
-    save_changed_weights(ckpt, model, out, tuning)
+    save_changed_weights(ckpt, model, out, tuning, replace=overwrite)
     return log

@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import io
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,11 +52,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from .checkpoint import model_from_checkpoint, read_checkpoint, save_changed_weights
+from .checkpoint import (
+    model_from_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_changed_weights,
+)
 from .errors import EnetError
+from .fileio import check_output_file, scratch_folder
+from .images import read_rgb
 from .model import BOTTLENECKS
 from .transforms import model_input
 
@@ -180,12 +185,7 @@ TUNED_INT8_SCHEME = Int8Scheme("int8", 0, REDUCED_WEIGHT_MAX, "int8")
 def image_batches(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
     """The model inputs of image files, resized to ``size`` = (width, height)."""
     for path in paths:
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except Exception as exc:
-            raise QuantizationError(f"{path}: unreadable image ({exc})") from None
-        yield model_input(rgb, size)
+        yield model_input(read_rgb(path), size)
 
 
 def ort_runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -277,7 +277,7 @@ def quantize_int8(
             x = next(self.batches, None)
             return None if x is None else {"input": x}
 
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with scratch_folder(out) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # ONNX's own shape inference: ONNX Runtime's symbolic one fails on --dynamic files
         # (the quantised graphs of fixed-shape files are the same either way)
@@ -516,11 +516,14 @@ def int8_weight_scale(
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def snap_checkpoint(src: str | Path, dst: str | Path) -> list[str]:
-    """``src`` with its weights on the int8 grid (``snap_to_int8_grid``) written to ``dst``;
-    metrics recorded for the old weights are dropped (they no longer describe it)."""
+def snap_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> list[str]:
+    """``src`` with its weights on the int8 grid (``snap_to_int8_grid``) written to ``dst``
+    (an existing file is replaced only with ``overwrite``, never ``src`` itself); metrics
+    recorded for the old weights are dropped (they no longer describe it)."""
+    check_output_file(dst, overwrite=overwrite, inputs=[resolve_checkpoint(src)])
     ckpt = read_checkpoint(src)
     model = model_from_checkpoint(ckpt, src)
     names = snap_to_int8_grid(model)
-    save_changed_weights(ckpt, model, dst, {"int8_grid": f"{len(names)} convolutions of {src}"})
+    provenance = {"int8_grid": f"{len(names)} convolutions of {src}"}
+    save_changed_weights(ckpt, model, dst, provenance, replace=overwrite)
     return names

@@ -37,7 +37,9 @@ def test_info_describes_a_checkpoint(tmp_path, capsys):
 def test_info_on_a_missing_file_is_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"enet: error: {tmp_path / 'nope.pt'}: no such checkpoint file"]
+    assert err == [
+        f"enet: error: {tmp_path / 'nope.pt'}: no such checkpoint file (bundled models: camvid)"
+    ]
 
 
 def test_demo_pipeline_runs_end_to_end(tmp_path):
@@ -60,7 +62,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert len(list(Path(summary["predictions"]).glob("*_sheet.png"))) == 4
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["passed"] is False and saved["onnx_argmax_agreement"] >= 0.9999
-    assert len(list((tmp_path / "inference").glob("*_pred.png"))) == 4
+    assert len(list((tmp_path / "inference" / "synthcity").glob("*_pred.png"))) == 4
 
 
 @pytest.mark.slow

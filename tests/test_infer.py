@@ -85,7 +85,11 @@ def test_unreadable_image_is_skipped_and_reported(seed_ckpt, tmp_path, capsys):
     )
     assert code == 1
     captured = capsys.readouterr()
-    assert "broken.png: unreadable image, skipped" in captured.out
+    assert "broken.png: unreadable image (cannot identify image file" in captured.out
+    assert captured.err.splitlines() == [
+        f"enet: error: 1 of 2 inputs could not be read: {src / 'broken.png'} (see the "
+        "warnings above)"
+    ]
     assert (tmp_path / "o" / "good_pred.png").is_file()
     assert not (tmp_path / "o" / "broken_pred.png").exists()
 
@@ -175,7 +179,7 @@ def test_video_in_class_maps_and_overlay_video_out(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["infer", "--model", "camvid", str(tmp_path), "--out", str(out), "--no-progress"])
     assert code == 1  # one input failed; the run went on
-    assert "broken.mp4: unreadable video, skipped" in capsys.readouterr().out
+    assert "broken.mp4: unreadable video (Invalid data found" in capsys.readouterr().out
     preds = sorted((out / "drive_pred").glob("*.png"))
     assert [p.name for p in preds] == ["000000.png", "000001.png", "000002.png"]
     first = np.asarray(Image.open(preds[0]))
@@ -183,7 +187,7 @@ def test_video_in_class_maps_and_overlay_video_out(tmp_path, capsys):
     with av.open(str(out / "drive_overlay.mp4")) as video:
         decoded = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
     assert len(decoded) == 3 and decoded[0].shape == (360, 480, 3)
-    assert not list(out.glob(".*tmp*"))  # no half-written video left behind
+    assert not list(out.rglob("*enet-tmp*"))  # no half-written video left behind
     timing = __import__("json").loads((out / "timing.json").read_text())
     assert timing["frames"] == 3 and timing["inputs"] == 1
 

@@ -111,7 +111,8 @@ def test_enet_snap_writes_a_checkpoint_without_the_old_metrics(tmp_path, capsys)
     assert not torch.equal(snapped["state_dict"][key], model.state_dict()[key])
 
     assert main(["snap", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.pt")]) == 2
-    assert capsys.readouterr().err.strip().endswith("nope.pt: no such checkpoint file")
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("nope.pt: no such checkpoint file (bundled models: camvid)")
     assert not (tmp_path / "x.pt").exists()
 
 

@@ -12,6 +12,8 @@ from .source import DataError, SourceSample, pair_by_key
 __all__ = [
     "CLASS_SET",
     "DEFAULT_SIZE",
+    "LABEL_KIND",
+    "LABEL_VALUES",
     "NAMES",
     "PALETTE",
     "VOID_ID",
@@ -54,16 +56,16 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Label value of unlabelled pixels in the annotation PNGs.
 VOID_ID = 11
+LABEL_VALUES = frozenset(range(VOID_ID + 1))
+LABEL_KIND = "CamVid class ids (0-11)"
 
 
 def to_class_ids(label: np.ndarray) -> np.ndarray:
-    """Annotation values are already class ids; anything above void is treated as void."""
-    return np.minimum(np.asarray(label, dtype=np.uint8), VOID_ID)
+    """Annotation values are already class ids (0-10, void 11; others are refused before)."""
+    return np.asarray(label, dtype=np.uint8)
 
 
-def find_samples(
-    root: Path, split: str, skip_bad: bool = False, unpaired: list[str] | None = None
-) -> list[SourceSample]:
+def find_samples(root: Path, split: str, unpaired: list[str] | None = None) -> list[SourceSample]:
     """Pairs of ``<split>/<name>.png`` (or ``.jpg``) and ``<split>annot/<name>.png``."""
     root = Path(root)
     image_dir, label_dir = root / split, root / f"{split}annot"
@@ -75,4 +77,4 @@ def find_samples(
             )
     images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     labels = {p.stem: p for p in label_dir.glob("*.png")}
-    return pair_by_key(images, labels, str(root), skip_bad, unpaired)
+    return pair_by_key(images, labels, str(root), unpaired)

@@ -15,6 +15,8 @@ __all__ = [
     "DEFAULT_SIZE",
     "IGNORE_ID",
     "LABELS",
+    "LABEL_KIND",
+    "LABEL_VALUES",
     "TRAIN_NAMES",
     "TRAIN_PALETTE",
     "VOID_CLASS",
@@ -34,6 +36,9 @@ VOID_CLASS = 19
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
+#: What a ``*_gtFine_labelIds.png`` may hold: the table's ids (license plate, -1, is never
+#: written).
+LABEL_KIND = "Cityscapes labelIds"
 #: trainId of every pixel that the 19-class benchmark ignores.
 IGNORE_ID = 255
 
@@ -89,6 +94,8 @@ LABELS: tuple[Label, ...] = (
 )
 # fmt: on
 
+LABEL_VALUES = frozenset(lb.id for lb in LABELS if lb.id >= 0)
+
 _TRAIN = sorted((lb for lb in LABELS if 0 <= lb.train_id < IGNORE_ID), key=lambda lb: lb.train_id)
 TRAIN_NAMES: tuple[str, ...] = tuple(lb.name for lb in _TRAIN)
 TRAIN_PALETTE: tuple[tuple[int, int, int], ...] = tuple(lb.color for lb in _TRAIN)
@@ -122,9 +129,7 @@ def _by_key(folder: Path, suffix: str) -> dict[str, Path]:
     return {p.name[: -len(suffix)]: p for p in folder.glob(f"*/*{suffix}")}
 
 
-def find_samples(
-    root: Path, split: str, skip_bad: bool = False, unpaired: list[str] | None = None
-) -> list[SourceSample]:
+def find_samples(root: Path, split: str, unpaired: list[str] | None = None) -> list[SourceSample]:
     """Pairs of ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` and
     ``gtFine/<split>/<city>/*_gtFine_labelIds.png``, matched by ``<city>_<seq>_<frame>``."""
     root = Path(root)
@@ -139,6 +144,5 @@ def find_samples(
         _by_key(image_dir, IMAGE_SUFFIX),
         _by_key(label_dir, LABEL_SUFFIX),
         str(root),
-        skip_bad,
         unpaired,
     )

@@ -6,6 +6,7 @@ Checkpoints and exports carry their class set, so a model always knows its own l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UsageError
 from . import camvid, cityscapes
@@ -38,8 +39,28 @@ class ClassSet:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> ClassSet:
-        return cls(d["name"], tuple(d["names"]), tuple(tuple(c) for c in d["palette"]), d["void"])
+    def from_dict(cls, d: Any) -> ClassSet:
+        """The class set ``to_dict`` wrote; ``ValueError`` saying what is wrong with any
+        other value (these dicts come from files: checkpoints, ONNX metadata, manifests)."""
+        if not isinstance(d, dict) or not {"name", "names", "palette", "void"} <= d.keys():
+            raise ValueError("class set is not a dict with name, names, palette and void")
+        name, names, palette, void = d["name"], d["names"], d["palette"], d["void"]
+        if not isinstance(name, str):
+            raise ValueError("class set name is not a string")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError("class names are not a non-empty list of strings")
+        if not isinstance(palette, list) or len(palette) != len(names):
+            raise ValueError(f"palette does not have one colour for each of {len(names)} classes")
+        for colour in palette:
+            if (
+                not isinstance(colour, (list, tuple))
+                or len(colour) != 3
+                or not all(type(v) is int and 0 <= v <= 255 for v in colour)
+            ):
+                raise ValueError(f"palette colour {colour!r} is not three integers in 0..255")
+        if void is not None and (type(void) is not int or not 0 <= void < len(names)):
+            raise ValueError(f"void {void!r} is not a class index below {len(names)} (or null)")
+        return cls(name, tuple(names), tuple(tuple(c) for c in palette), void)
 
 
 CLASS_SETS: dict[str, ClassSet] = {

@@ -49,7 +49,18 @@ class PreparedDataset(Dataset):
         info = self.manifest["splits"][split]
         self.size: tuple[int, int] = (info["width"], info["height"])
         self.source_size: tuple[int, int] = tuple(info["source_size"])
-        self.keys: list[str] = json.loads((self.root / split / "split.json").read_text())["keys"]
+        split_file = self.root / split / "split.json"
+        try:
+            self.keys: list[str] = list(json.loads(split_file.read_text())["keys"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{split_file}: unreadable ({type(exc).__name__}: {exc}) (run enet prepare again)"
+            ) from None
+        if len(self.keys) != info["count"]:
+            raise DataError(
+                f"{split_file}: {len(self.keys)} samples, the manifest says {info['count']} "
+                "(run enet prepare again)"
+            )
         self.classes: ClassSet = ClassSet.from_dict(self.manifest["classes"])
         self.transform = transform
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
@@ -60,10 +71,23 @@ class PreparedDataset(Dataset):
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
         if self._arrays is None:
             folder = self.root / self.split
-            self._arrays = (
-                np.load(folder / "images.npy", mmap_mode="r"),
-                np.load(folder / "labels.npy", mmap_mode="r"),
-            )
+            w, h = self.size
+            expected = {"images.npy": (len(self), h, w, 3), "labels.npy": (len(self), h, w)}
+            arrays = []
+            for name, shape in expected.items():
+                try:
+                    array = np.load(folder / name, mmap_mode="r")
+                except (OSError, ValueError) as exc:
+                    raise DataError(
+                        f"{folder / name}: unreadable ({exc}) (run enet prepare again)"
+                    ) from None
+                if array.shape != shape or array.dtype != np.uint8:
+                    raise DataError(
+                        f"{folder / name}: holds {array.dtype} {array.shape}, not uint8 "
+                        f"{shape} (run enet prepare again)"
+                    )
+                arrays.append(array)
+            self._arrays = (arrays[0], arrays[1])
         return self._arrays
 
     def __getstate__(self) -> dict:

@@ -12,15 +12,16 @@ Layout of ``OUT``::
     <split>/histograms.npy     N x C int64 per-sample class pixel counts
     <split>/split.json         keys (sample names), size, source, plan hash
     .partial/<split>/          work in progress (resumable), renamed into place when complete
+    .enet.json                 marks the folder as prepare's own: it replaces nothing else
 
-The input tree is only read.
+The input tree is only read. Array files have their disk space reserved when created, so a
+full disk is one clear error before any decoding, not a crash halfway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -28,11 +29,11 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
 from ..errors import UsageError
-from ..fileio import write_json_atomic
+from ..fileio import create_array, write_json_atomic
+from ..folders import claim_folder, locked_folder
+from ..images import image_size
 from ..losses import (
     SEED_DECODER_WEIGHTS,
     SEED_ENCODER_WEIGHTS,
@@ -40,7 +41,8 @@ from ..losses import (
     median_frequency_weights,
 )
 from . import camvid, cityscapes
-from .classes import class_set
+from .classes import ClassSet, class_set
+from .parallel import run_parallel
 from .source import DataError, SourceSample, load_pair
 
 __all__ = ["FORMAT_VERSION", "LAYOUTS", "prepare", "read_manifest"]
@@ -61,11 +63,40 @@ def read_manifest(root: str | Path) -> dict:
         )
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc})") from None
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(f"{path}: prepared with a newer enet (format {manifest['format_version']})")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc}) (run enet prepare again)") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{path}: malformed manifest: {problem} (run enet prepare again)")
+    if manifest["format_version"] > FORMAT_VERSION:
+        raise DataError(
+            f"{path}: prepared with a newer enet (format {manifest['format_version']}) "
+            "(upgrade enet)"
+        )
     return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    if type(manifest.get("format_version")) is not int:
+        return "no format_version"
+    try:
+        ClassSet.from_dict(manifest.get("classes"))
+    except ValueError as exc:
+        return str(exc)
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        return "no splits"
+    for name, info in splits.items():
+        keys = ("count", "width", "height")
+        if not isinstance(info, dict) or not all(type(info.get(k)) is int for k in keys):
+            return f"split {name!r} lacks its count, width or height"
+        if not isinstance(info.get("source_size"), list):
+            return f"split {name!r} lacks its source_size"
+    if not isinstance(manifest.get("weights", {}), dict):
+        return "weights are not a table"
+    return None
 
 
 # --- worker side ---------------------------------------------------------------------------
@@ -111,8 +142,7 @@ def _plan(dataset: str, root: Path, split: str, samples: list[SourceSample], siz
 
 
 def _source_size(samples: list[SourceSample]) -> tuple[int, int]:
-    with Image.open(samples[0].image) as im:
-        return im.size
+    return image_size(samples[0].image)
 
 
 def _open_work(work: Path, plan: dict, num_classes: int) -> np.ndarray:
@@ -123,10 +153,10 @@ def _open_work(work: Path, plan: dict, num_classes: int) -> np.ndarray:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     n, (w, h) = len(plan["keys"]), plan["size"]
-    np.lib.format.open_memmap(work / "images.npy", "w+", np.uint8, (n, h, w, 3)).flush()
-    np.lib.format.open_memmap(work / "labels.npy", "w+", np.uint8, (n, h, w)).flush()
-    np.save(work / "histograms.npy", np.zeros((n, num_classes), np.int64))
-    np.save(work / "status.npy", np.zeros(n, np.uint8))
+    create_array(work / "images.npy", np.uint8, (n, h, w, 3)).flush()
+    create_array(work / "labels.npy", np.uint8, (n, h, w)).flush()
+    create_array(work / "histograms.npy", np.int64, (n, num_classes)).flush()
+    create_array(work / "status.npy", np.uint8, (n,)).flush()
     write_json_atomic(plan_file, plan)  # last: marks the folder as a valid work folder
     return np.load(work / "status.npy", mmap_mode="r+")
 
@@ -137,9 +167,7 @@ def _finalize(work: Path, final: Path, plan: dict, status: np.ndarray, skipped: 
     if len(keep) < len(status):  # compact away the skipped samples
         for name in ("images.npy", "labels.npy", "histograms.npy"):
             data = np.load(work / name, mmap_mode="r")
-            out = np.lib.format.open_memmap(
-                work / f"kept_{name}", "w+", data.dtype, (len(keep), *data.shape[1:])
-            )
+            out = create_array(work / f"kept_{name}", data.dtype, (len(keep), *data.shape[1:]))
             for j, i in enumerate(keep):
                 out[j] = data[i]
             out.flush()
@@ -167,7 +195,7 @@ def _prepare_split(
     layout = LAYOUTS[dataset]
     classes = class_set(layout.CLASS_SET)
     unpaired: list[str] = []
-    samples = layout.find_samples(root, split, skip_bad, unpaired)
+    samples = layout.find_samples(root, split, unpaired)
     size = tuple(size or layout.DEFAULT_SIZE or _source_size(samples))
     plan = _plan(dataset, root, split, samples, size)
     final = out / split
@@ -175,6 +203,8 @@ def _prepare_split(
     if done_file.is_file() and json.loads(done_file.read_text())["plan_hash"] == plan["plan_hash"]:
         print(f"{split}: already prepared ({len(samples)} samples), nothing to do")
         return json.loads(done_file.read_text())
+    if done_file.is_file():
+        print(f"{split}: prepared before from other files or at another size; preparing it anew")
 
     work = out / ".partial" / split
     status = _open_work(work, plan, classes.num_classes)
@@ -184,11 +214,8 @@ def _prepare_split(
     histograms = np.load(work / "histograms.npy", mmap_mode="r+")
     jobs = [(int(i), samples[i], dataset, size, work, classes.num_classes) for i in todo]
     errors: dict[int, str] = {}
-    bar = tqdm(total=len(jobs), desc=f"prepare {split}", unit="img", disable=not progress)
-    workers = max(1, min(workers, len(jobs)))
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    results = run_parallel(_process, jobs, workers, desc=f"prepare {split}", progress=progress)
     try:
-        results = pool.imap_unordered(_process, jobs, chunksize=1) if pool else map(_process, jobs)
         for n, (index, hist, error) in enumerate(results, 1):
             if error is None:
                 histograms[index] = hist
@@ -199,24 +226,22 @@ def _prepare_split(
             if n % 32 == 0:
                 histograms.flush()
                 status.flush()
-            bar.update()
     finally:
-        bar.close()
-        if pool:
-            pool.terminate()
+        results.close()
         _OPEN.clear()
         histograms.flush()
         status.flush()
-    if errors and not skip_bad:
-        listed = "; ".join(errors[i] for i in sorted(errors)[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    problems = unpaired + [errors[i] for i in sorted(errors)]
+    if problems and not skip_bad:
+        listed = "; ".join(problems[:5])
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         raise DataError(
-            f"{split}: {len(errors)} bad sample(s): {listed}{more}. Fix them and rerun to "
-            "finish (done samples are kept), or pass --skip-bad"
+            f"{root}: {len(problems)} bad file(s) in the {split} split: {listed}{more} (fix "
+            "them and rerun: finished samples are kept; or pass --skip-bad to leave them out)"
         )
-    skipped = unpaired + [errors[i] for i in sorted(errors)]
-    for i in sorted(errors):
-        print(f"warning: skipped {errors[i]}")
+    skipped = problems
+    for problem in skipped:
+        print(f"warning: skipped {problem}")
     del histograms
     _finalize(work, final, plan, status, skipped)
     return json.loads(done_file.read_text())
@@ -248,9 +273,35 @@ def prepare(
     """
     if dataset not in LAYOUTS:
         raise UsageError(f"unknown dataset {dataset!r}; choose one of {', '.join(LAYOUTS)}")
+    if not enet_c > 1:
+        raise UsageError(f"--enet-c must be above 1 (ENet's weights 1/ln(c + p)), got {enet_c}")
     root, out = Path(root), Path(out)
     _check_paths(root, out)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_folder(out, "prepare"):
+        claim_folder(out, "prepare", recognise=_made_by_prepare)
+        return _prepare_into(dataset, root, out, splits, size, workers, skip_bad, enet_c, progress)
+
+
+def _made_by_prepare(folder: Path) -> bool:
+    """An output of enet prepare from before folders were marked."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return manifest.get("dataset") in LAYOUTS and "splits" in manifest
+    except (OSError, ValueError, AttributeError):
+        return any((folder / ".partial").glob("*/plan.json"))
+
+
+def _prepare_into(
+    dataset: str,
+    root: Path,
+    out: Path,
+    splits: tuple[str, ...] | None,
+    size: tuple[int, int] | None,
+    workers: int | None,
+    skip_bad: bool,
+    enet_c: float,
+    progress: bool,
+) -> dict:
     explicit = splits is not None
     splits = splits or DEFAULT_SPLITS[dataset]
     workers = workers or os.cpu_count() or 1

@@ -14,19 +14,17 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ..errors import EnetError
+from ..errors import DataError
+from ..images import read_label, read_rgb
 
 __all__ = [
     "DataError",
     "DatasetLayout",
     "SourceSample",
+    "check_label_values",
     "load_pair",
     "pair_by_key",
 ]
-
-
-class DataError(EnetError):
-    """A dataset on disk that cannot be used as it is (missing, extra or bad files)."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +39,12 @@ class DatasetLayout(Protocol):
 
     CLASS_SET: str
     DEFAULT_SIZE: tuple[int, int] | None  # (width, height) to prepare at; None keeps the source
+    #: the values a label file may hold, and what they are called in messages
+    LABEL_VALUES: frozenset[int]
+    LABEL_KIND: str
 
     def find_samples(
-        self, root: Path, split: str, skip_bad: bool = False, unpaired: list[str] | None = None
+        self, root: Path, split: str, unpaired: list[str] | None = None
     ) -> list[SourceSample]: ...
 
     def to_class_ids(self, label: np.ndarray) -> np.ndarray: ...
@@ -60,24 +61,23 @@ def pair_by_key(
     images: dict[str, Path],
     labels: dict[str, Path],
     where: str,
-    skip_bad: bool = False,
     unpaired: list[str] | None = None,
 ) -> list[SourceSample]:
-    """Join images and labels on their key; unmatched files are an error listing them all
-    (or, with ``skip_bad``, dropped with a warning and appended to ``unpaired``)."""
+    """Join images and labels on their key. Unmatched files are appended to ``unpaired`` as
+    one message each when it is given (the caller reports them with its other problems),
+    else they are an error listing them all."""
     missing = sorted(str(images[k]) for k in images.keys() - labels.keys())
     extra = sorted(str(labels[k]) for k in labels.keys() - images.keys())
-    if (missing or extra) and not skip_bad:
+    if (missing or extra) and unpaired is None:
         parts = []
         if missing:
             parts.append(_listing("images without a label", missing))
         if extra:
             parts.append(_listing("labels without an image", extra))
-        raise DataError(f"{where}: {'; '.join(parts)} (fix the files or pass --skip-bad)")
-    if missing or extra:
-        print(f"warning: {where}: skipping {len(missing)} unpaired images, {len(extra)} labels")
-        if unpaired is not None:
-            unpaired += missing + extra
+        raise DataError(f"{where}: {'; '.join(parts)} (fix the files, or prepare with --skip-bad)")
+    if unpaired is not None:
+        unpaired += [f"{p}: image without a label" for p in missing]
+        unpaired += [f"{p}: label without an image" for p in extra]
     if not images.keys() & labels.keys():
         raise DataError(f"{where}: no image/label pairs found")
     return [SourceSample(k, images[k], labels[k]) for k in sorted(images.keys() & labels.keys())]
@@ -90,25 +90,40 @@ def load_pair(
     (width, height): bilinear (antialiased) for the image, nearest for the label, as PIL
     does in the seed's transforms (SPEC 3.4 step 3).
 
-    Raises ``DataError`` naming the file when it cannot be decoded or the sizes disagree.
+    Raises ``DataError`` naming the file when it cannot be decoded, the sizes disagree or
+    the label holds values outside the layout's table.
     """
-    try:
-        with Image.open(sample.image) as im:
-            image = im.convert("RGB")
-    except Exception as exc:
-        raise DataError(f"{sample.image}: unreadable image ({exc})") from None
-    try:
-        with Image.open(sample.label) as lb:
-            lb.load()
-            label = lb if lb.mode in ("L", "P") else lb.convert("L")
-    except Exception as exc:
-        raise DataError(f"{sample.label}: unreadable label ({exc})") from None
-    if image.size != label.size:
+    rgb, ids = read_rgb(sample.image), read_label(sample.label)
+    if rgb.shape[:2] != ids.shape:
         raise DataError(
-            f"{sample.label}: label is {label.size[0]}x{label.size[1]} but its image "
-            f"{sample.image.name} is {image.size[0]}x{image.size[1]}"
+            f"{sample.label}: label is {ids.shape[1]}x{ids.shape[0]} but its image "
+            f"{sample.image.name} is {rgb.shape[1]}x{rgb.shape[0]} (fix the pair, or pass "
+            "--skip-bad)"
         )
-    if size is not None and image.size != tuple(size):
-        image = image.resize(size, Image.BILINEAR)
-        label = label.resize(size, Image.NEAREST)
-    return np.asarray(image), layout.to_class_ids(np.asarray(label))
+    check_label_values(ids, layout, sample.label)
+    ids = ids.astype(np.uint8)
+    if size is not None and (rgb.shape[1], rgb.shape[0]) != tuple(size):
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        ids = np.asarray(Image.fromarray(ids).resize(size, Image.NEAREST))
+    return rgb, layout.to_class_ids(ids)
+
+
+def check_label_values(label: np.ndarray, layout: DatasetLayout, path: Path) -> None:
+    """``DataError`` listing the values (with pixel counts) of ``label`` that are not in the
+    layout's table: a colour or instance map under a label's name would otherwise become
+    void pixels without a word."""
+    if label.dtype == np.uint8:  # one bincount: a tenth of np.unique's time on a full frame
+        counts = np.bincount(label.ravel(), minlength=256)
+        values = np.flatnonzero(counts)
+        counts = counts[values]
+    else:
+        values, counts = np.unique(label, return_counts=True)
+    bad = [(int(v), int(c)) for v, c in zip(values, counts, strict=True)]
+    bad = [(v, c) for v, c in bad if v not in layout.LABEL_VALUES]
+    if bad:
+        shown = ", ".join(f"{v} ({c:,} px)" for v, c in bad[:6])
+        more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
+        raise DataError(
+            f"{path}: values not in the {layout.LABEL_KIND} table: {shown}{more} "
+            "(is it the right label file? fix it, or pass --skip-bad)"
+        )

@@ -15,16 +15,19 @@ Deterministic: a frame depends only on (seed, split, index).
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
-from ..fileio import atomic_write
+from ..errors import UsageError
+from ..fileio import write_bytes_atomic, write_json_atomic
+from ..folders import claim_folder, locked_folder
+from .parallel import run_parallel
 
 __all__ = ["CITIES", "draw_scene", "synthesize"]
 
@@ -608,6 +611,12 @@ def _frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, sorted(CITIES).index(split), index])
 
 
+def _png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
 def _write_frame(job: tuple) -> None:
     out, split, index, size, seed = job
     city = CITIES[split]
@@ -615,8 +624,16 @@ def _write_frame(job: tuple) -> None:
     image, label = draw_scene(*size, _frame_rng(seed, split, index))
     image_path = out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
     label_path = out / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
-    atomic_write(label_path, lambda f: label.save(f, format="PNG"))
-    atomic_write(image_path, lambda f: image.save(f, format="PNG", compress_level=1))
+    write_bytes_atomic(label_path, _png(label))
+    write_bytes_atomic(image_path, _png(image, compress_level=1))  # last: marks the frame done
+
+
+def _drawn_by_synth(folder: Path) -> bool:
+    """An output of enet synth from before folders were marked: the layout's two trees of
+    synthetic cities and nothing else."""
+    names = {p.name for p in folder.iterdir()} - {".enet.json", ".enet.lock"}
+    cities = {p.name for tree in ("leftImg8bit", "gtFine") for p in (folder / tree).glob("*/*")}
+    return names == {"leftImg8bit", "gtFine"} and cities <= set(CITIES.values())
 
 
 def synthesize(
@@ -631,25 +648,32 @@ def synthesize(
     """Write ``train`` + ``val`` frames of ``size`` (width, height) in the Cityscapes layout.
 
     Frames already on disk are kept (each is written atomically), so a rerun finishes an
-    interrupted one.
+    interrupted one or adds frames; a rerun with another seed or size is refused, since it
+    would mix two sets.
     """
     out = Path(out)
-    jobs = []
-    for split, count in (("train", train), ("val", val)):
-        for i in range(count):
-            stem = f"{CITIES[split]}_{i:06d}_000019"
-            image = out / "leftImg8bit" / split / CITIES[split] / f"{stem}_leftImg8bit.png"
-            if not image.is_file():
-                jobs.append((out, split, i, tuple(size), seed))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
-    if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_frame, jobs):
-                bar.update()
-    else:
-        for job in jobs:
-            _write_frame(job)
-            bar.update()
-    bar.close()
+    with locked_folder(out, "synth"):
+        claim_folder(out, "synth", recognise=_drawn_by_synth)
+        settings = {"seed": seed, "size": list(size)}
+        recorded = out / "synth.json"
+        if recorded.is_file():
+            before = json.loads(recorded.read_text())
+            if before != settings:
+                raise UsageError(
+                    f"{out}: holds frames drawn with seed {before.get('seed')} at "
+                    f"{'x'.join(map(str, before.get('size', [])))}, not seed {seed} at "
+                    f"{size[0]}x{size[1]} (choose another --out)"
+                )
+        else:
+            write_json_atomic(recorded, settings)
+        jobs = []
+        for split, count in (("train", train), ("val", val)):
+            for i in range(count):
+                stem = f"{CITIES[split]}_{i:06d}_000019"
+                image = out / "leftImg8bit" / split / CITIES[split] / f"{stem}_leftImg8bit.png"
+                if not image.is_file():
+                    jobs.append((out, split, i, tuple(size), seed))
+        workers = workers or os.cpu_count() or 1
+        for _ in run_parallel(_write_frame, jobs, workers, desc="synth", progress=progress):
+            pass
     return out
