@@ -97,7 +97,9 @@ def _size(text: str) -> tuple[int, int]:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import synthesize
 
-    out = synthesize(args.out, args.train, args.val, args.size, args.seed, args.workers)
+    out = synthesize(
+        args.out, args.train, args.val, args.size, args.seed, args.workers, not args.no_progress
+    )
     print(
         f"wrote {args.train} train + {args.val} val synthetic frames ({args.size[0]}x"
         f"{args.size[1]}) in the Cityscapes layout under {out}"
@@ -117,6 +119,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         args.workers,
         args.skip_bad,
         args.enet_c,
+        not args.no_progress,
     )
     return 0
 
@@ -431,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(512, 256), help="WxH (default 512x256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=_count(1), default=None, help="processes (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser(
@@ -462,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--enet-c", type=float, default=1.02, help="c in ENet's 1/ln(c + p) weights (default 1.02)"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser(

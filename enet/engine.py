@@ -546,6 +546,11 @@ def _check_run_folder(run: Path, stages: list[int], resume: bool, overwrite: boo
         return
     if not produced:
         return
+    if not (run / "last.pt").is_file():
+        print(f"{run}: the run here stopped before its first checkpoint; starting it anew")
+        for path in produced:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return
     rows = read_log(run)
     reached = max((r["stage"], r["epoch"]) for r in rows) if rows else (0, 0)
     if reached[0] and min(stages) > reached[0] and (run / FINAL_NAME[reached[0]]).is_file():

@@ -78,7 +78,8 @@ def _prepare_parent(path: Path) -> None:
 
 def _publish(tmp: Path, path: Path, replace: bool) -> None:
     """Rename ``tmp`` to ``path``; with ``replace=False`` never over an existing file (a hard
-    link is the atomic no-clobber rename; file systems without links fall back to a check)."""
+    link is the atomic no-clobber rename; file systems without links fall back to a check).
+    Every output passes here, complete: tests inject a full disk at this seam."""
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
     if replace:
         os.replace(tmp, path)
@@ -128,18 +129,39 @@ def output_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
 def atomic_write(
     path: str | Path, write: Callable[[IO[Any]], None], *, text: bool = False, replace: bool = True
 ) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename
-    it to ``path`` (over an existing file only with ``replace``)."""
-    path = Path(path)
-    with output_path(path, replace=replace) as tmp, open(tmp, "w" if text else "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    return path
+    """Call ``write(file)`` on an in-memory file, then write its bytes atomically to ``path``
+    (over an existing file only with ``replace``)."""
+    buffer: IO[Any] = io.StringIO() if text else io.BytesIO()
+    write(buffer)
+    data = buffer.getvalue()
+    return write_bytes_atomic(path, data.encode() if text else data, replace=replace)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, replace: bool = True) -> Path:
-    return atomic_write(path, lambda f: f.write(data), replace=replace)
+    """``data`` to a temporary file beside ``path``, flushed to disk, renamed to ``path``."""
+    path = Path(path)
+    with output_path(path, replace=replace) as tmp:
+        _write_file(tmp, data)
+    return path
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Claim ``size`` bytes of disk for an open file now, so a memmap never meets a full disk
+    (the other seam where tests inject one). File systems without the call skip it."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
 
 
 def write_text_atomic(path: str | Path, text: str, *, replace: bool = True) -> Path:
@@ -168,15 +190,11 @@ def create_array(path: str | Path, dtype: Any, shape: tuple[int, ...]) -> np.mem
     path = Path(path)
     try:
         array = np.lib.format.open_memmap(path, "w+", dtype, shape)
-        if hasattr(os, "posix_fallocate"):
-            fd = os.open(path, os.O_RDWR)
-            try:
-                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-                    raise
-            finally:
-                os.close(fd)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            _reserve(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise OutputError(describe_os_error(exc, path)) from None

@@ -72,16 +72,17 @@ class OnnxPredictor:
 
         from .export import onnx_metadata
 
+        meta = onnx_metadata(path)
+        if "enet.classes" not in meta:
+            raise UsageError(f"{path}: no enet metadata; export it with enet export")
         providers = ["CPUExecutionProvider"]
         if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:
-            raise UsageError(f"{path}: not a loadable ONNX model ({exc})") from None
-        meta = onnx_metadata(path)
-        if "enet.classes" not in meta:
-            raise UsageError(f"{path}: no enet metadata; export it with enet export")
+            reason = " ".join(str(exc).split())[:160]
+            raise UsageError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
         self.classes = ClassSet.from_dict(meta["enet.classes"])
         shape = self.session.get_inputs()[0].shape
         fixed = all(isinstance(d, int) for d in shape[2:])

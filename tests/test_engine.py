@@ -16,21 +16,11 @@ import torch
 
 from enet.checkpoint import read_checkpoint
 from enet.config import TrainConfig, apply_overrides, load_config
-from enet.data.prepare import prepare
-from enet.data.synthetic import synthesize
 from enet.engine import init_runtime, param_groups, poly_lr, train
 from enet.errors import UsageError
 from enet.model import ENet
 
-TINY = {"size": (64, 32), "batch_size": 4, "workers": 0, "lr": 2e-3}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    synth = synthesize(root / "synth", train=16, val=4, size=(64, 32), seed=3, progress=False)
-    prepare("cityscapes", synth, root / "prepared", size=(64, 32), progress=False)
-    return root / "prepared"
+from .conftest import TINY
 
 
 def tiny_config(data, out, epochs=(2, 2, 2), **extra) -> TrainConfig:
