@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -757,7 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ENET_DEBUG", "") not in ("", "0")
     try:
-        return args.func(args)
+        with _terminate_as_interrupt():
+            return args.func(args)
     except Exception as exc:
         if debug:
             raise
@@ -769,6 +773,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("enet: interrupted (rerun the command to finish: done work is kept)", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's timeout) ends a command as Ctrl-C does: temporary
+    files are removed on the way out instead of left for the next run to clear."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: Exception) -> tuple[int, str]:

@@ -24,7 +24,7 @@ from .data.dataset import PreparedDataset, open_dataset
 from .data.source import check_label_values
 from .engine import evaluate_model, init_runtime, stage_weights
 from .errors import DataError, OutputError, UsageError
-from .fileio import write_png_atomic
+from .fileio import clear_stale_temps, write_png_atomic
 from .images import read_label, read_rgb
 from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
 from .metrics import write_seed_metrics
@@ -95,6 +95,7 @@ def evaluate_checkpoint(
                 f"{path}: already exists: {checkpoint} was evaluated before (pass --overwrite "
                 "to evaluate it again)"
             )
+    clear_stale_temps(checkpoint.parent, recursive=False)
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
     classes: ClassSet = model.classes

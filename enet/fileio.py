@@ -225,21 +225,21 @@ def check_output_file(
             break
     if path.exists() and not overwrite:
         raise OutputError(_exists_message(path, flag))
-    clear_stale_temps(path.parent, target=path.name)
+    clear_stale_temps(path.parent, recursive=False)
     return path
 
 
-def clear_stale_temps(folder: str | Path, *, target: str | None = None) -> int:
+def clear_stale_temps(folder: str | Path, *, recursive: bool = True) -> int:
     """Remove the temporary files (and folders) that enet processes no longer running left
-    in ``folder`` and below it, or, given a ``target`` file name, only that file's in
-    ``folder`` itself. Returns how many; nothing else is touched."""
+    in ``folder`` (and below it, when ``recursive``). Returns how many; nothing else is
+    touched: only names of ``output_path``'s pattern whose writer's pid is gone."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    if target is not None:
-        found = [(folder, [n for n in os.listdir(folder) if n.startswith(f".{target}.")], [])]
-    else:
+    if recursive:
         found = ((Path(root), files, dirs) for root, dirs, files in os.walk(folder))
+    else:
+        found = [(folder, [n for n in os.listdir(folder) if TEMP_TAG in n], [])]
     removed = 0
     for root, files, dirs in found:
         for name in [*files, *dirs]:

@@ -620,3 +620,24 @@ def test_export_killed_at_random_moments_then_rerun_equals_one_run(model, tmp_pa
     assert run_enet("export", str(model), "--out", str(killed)).returncode == 0
     assert not _temps(killed.parent)  # ... the next export cleared
     assert killed.read_bytes() == straight.read_bytes()
+
+
+def test_the_reliability_page_and_readme_count_what_ci_runs():
+    from .test_fuzz import EXAMPLES
+
+    page = " ".join((Path(__file__).parents[1] / "docs" / "reliability.md").read_text().split())
+    listed = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", __file__],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cases = [
+        line for line in listed.splitlines() if "::" in line and "count_what_ci_runs" not in line
+    ]
+    assert f"**{len(cases)} fault cases**" in page
+    assert f"**{sum(EXAMPLES.values()):,} hypothesis examples**" in page
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"({len(cases)} fault cases, {sum(EXAMPLES.values()):,} fuzzed files)" in readme
+    for reader, count in EXAMPLES.items():
+        assert f"{reader} ({count}" in page, reader
