@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from .model import VARIANTS, ENet
 
 __all__ = [
     "FORMAT",
+    "EvaluationFiles",
     "atomic_torch_save",
     "build_checkpoint",
     "bundled_models",
@@ -168,6 +170,7 @@ def read_checkpoint(path: str | Path) -> dict:
                 "; it looks like a PyTorch-ENet checkpoint: "
                 f"enet convert --from pytorch-enet {path} OUT.pt"
             )
+        hint = hint or " (enet convert imports PyTorch-ENet and MindSpore checkpoints)"
         raise CheckpointError(f"{path}: not an enet checkpoint{hint}")
     version = obj.get("format_version", 0)
     if not isinstance(version, int):
@@ -221,6 +224,30 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "<checkpoint>") -> ENet
         ) from None
     model.classes = ClassSet.from_dict(ckpt["classes"])
     return model
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """What ``enet eval`` writes beside a checkpoint ``X.pt``; training removes them with
+    the checkpoint they describe."""
+
+    metric_txt: Path  # X.metric.txt, the seed's format
+    metric_json: Path  # X.metric.json
+    confusion_png: Path  # X.confusion.png
+    pictures: Path  # X_predictions/
+
+    @classmethod
+    def of(cls, checkpoint: str | Path) -> EvaluationFiles:
+        checkpoint = Path(checkpoint)
+        return cls(
+            checkpoint.with_suffix(".metric.txt"),
+            checkpoint.with_suffix(".metric.json"),
+            checkpoint.with_suffix(".confusion.png"),
+            checkpoint.parent / f"{checkpoint.stem}_predictions",
+        )
+
+    def all(self) -> list[Path]:
+        return [self.metric_txt, self.metric_json, self.confusion_png, self.pictures]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ENet:

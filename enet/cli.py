@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -54,19 +55,43 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number in [``minimum``, ``maximum``]."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            limits = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {limits}, got {value}")
         return value
 
     return parse
+
+
+def _number(low: float, high: float = math.inf, *, above_low: bool = False):
+    """An argparse type: a finite number from ``low`` (excluded with ``above_low``) to
+    ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        below = value <= low if above_low else value < low
+        if not math.isfinite(value) or below or value > high:
+            where = f"above {low:g}" if above_low else f"at least {low:g}"
+            where += f" and at most {high:g}" if math.isfinite(high) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number {where}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: Seeds are whole numbers torch, NumPy and Python's random all take.
+_SEED = _count(0, 2**63 - 1)
 
 
 def _epochs(text: str) -> list[int]:
@@ -104,8 +129,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         args.out, args.train, args.val, args.size, args.seed, args.workers, not args.no_progress
     )
     print(
-        f"wrote {args.train} train + {args.val} val synthetic frames ({args.size[0]}x"
-        f"{args.size[1]}) in the Cityscapes layout under {out}"
+        f"{out} holds {args.train} train + {args.val} val synthetic frames ({args.size[0]}x"
+        f"{args.size[1]}) in the Cityscapes layout"
     )
     return 0
 
@@ -127,6 +152,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``enet train`` flags that a resumed run takes from its saved config instead.
+_RUN_SETTINGS = (
+    "data", "out", "stage", "config", "variant", "size", "batch_size", "lr", "epochs",
+    "repeat", "amp", "channels_last", "compile", "sync_bn", "seed", "deterministic",
+    "save_every", "val_every", "tensorboard", "init", "set",
+)  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .engine import train
@@ -136,6 +169,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         runtime = {"workers": args.workers, "device": args.device}
         if args.overwrite:
             raise UsageError("--resume continues a run and --overwrite replaces it: give one")
+        fixed = [
+            f"--{name.replace('_', '-')}"
+            for name in _RUN_SETTINGS
+            if getattr(args, name) not in (None, False, [])
+        ]
+        if fixed:
+            raise UsageError(
+                f"{args.resume}: --resume continues the run with its saved config; "
+                f"{', '.join(fixed)} cannot change it (only --workers and --device can; to "
+                f"train differently, start a new run with --init {args.resume}/last.pt)"
+            )
         run = train(cfg, resume=True, progress=not args.no_progress, runtime=runtime)
     else:
         overrides = {
@@ -194,7 +238,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.target is None and args.predictions is None:
             raise UsageError("give a CHECKPOINT or --predictions DIR")
         if args.json:
-            check_output_file(args.json, overwrite=args.overwrite)
+            inputs = [p for p in (args.data, args.predictions, args.target) if p is not None]
+            check_output_file(args.json, overwrite=args.overwrite, inputs=inputs)
         res = evaluate_cityscapes(
             args.data,
             args.split,
@@ -309,6 +354,7 @@ def _cmd_finetune_int8(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        progress=not args.no_progress,
         scheme=Int8Scheme(
             "int8",
             TUNED_INT8_SCHEME.fp32_convs if args.fp32_convs is None else args.fp32_convs,
@@ -435,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=_count(0), default=60, help="train frames (default 60)")
     p.add_argument("--val", type=_count(0), default=20, help="val frames (default 20)")
     p.add_argument("--size", type=_size, default=(512, 256), help="WxH (default 512x256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--workers", type=_count(1), default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
@@ -467,7 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip unpaired, unreadable or wrongly sized files with a warning instead of failing",
     )
     p.add_argument(
-        "--enet-c", type=float, default=1.02, help="c in ENet's 1/ln(c + p) weights (default 1.02)"
+        "--enet-c",
+        type=_number(1, above_low=True),
+        default=1.02,
+        help="c in ENet's 1/ln(c + p) weights, above 1 (default 1.02)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
@@ -502,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["seed", "pytorch-enet"])
     p.add_argument("--size", type=_size, help="training WxH (default 1024x512)")
     p.add_argument("--batch-size", type=_count(1), help="per device (default 6)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
+    p.add_argument(
+        "--lr", type=_number(0, above_low=True), help="peak learning rate (default 5e-4)"
+    )
     p.add_argument("--epochs", type=_epochs, help="epochs of stages 1,2,3 (e.g. 65,85,100)")
     p.add_argument("--repeat", type=_count(1), help="passes over the data per epoch (default 1)")
     p.add_argument("--workers", type=_count(0), help="loader processes per device (default 4)")
@@ -511,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_SEED)
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--save-every", type=_count(1), help="checkpoint every N epochs (default 20)")
     p.add_argument(
@@ -613,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--min-agreement",
-        type=float,
+        type=_number(0, 1),
         default=0.95,
         help="--int8: fail below this pixel agreement with fp32 (default 0.95)",
     )
@@ -625,7 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with fp32 for any checkpoint, or in int8, faster on OpenVINO for a checkpoint tuned "
         "by `enet finetune-int8`; auto (default): int8 for such a checkpoint, else fp32",
     )
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument(
+        "--opset",
+        type=_count(18, 23),
+        default=18,
+        help="ONNX opset, 18 (default) or newer: enet's own ops are written for 18",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
@@ -657,13 +713,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--epochs", type=_count(1), default=2)
-    p.add_argument("--lr", type=float, default=5e-5, help="Adam, cosine to zero (default 5e-5)")
     p.add_argument(
-        "--consistency", type=float, default=1000.0, help="weight of the KL term (default 1000)"
+        "--lr",
+        type=_number(0, above_low=True),
+        default=5e-5,
+        help="Adam, cosine to zero (default 5e-5)",
+    )
+    p.add_argument(
+        "--consistency",
+        type=_number(0),
+        default=1000.0,
+        help="weight of the KL term (default 1000)",
     )
     p.add_argument("--batch-size", type=_count(1), default=4)
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--fp32-convs",
         type=_count(0),
@@ -771,7 +836,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("enet: interrupted (rerun the command to finish: done work is kept)", file=sys.stderr)
+        again = "the same command"
+        if args.command == "train":
+            again = (
+                f"enet train --resume {getattr(args, 'resume', None) or args.out or 'runs/train'}"
+            )
+        print(
+            f"enet: error: interrupted (to finish, run {again}: work that was done is kept)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -107,6 +107,7 @@ class TrainConfig:
     def check(self, stages: list[int]) -> None:
         """``UsageError`` naming the first value that cannot work for a run of ``stages``,
         before any data is read or anything is written."""
+        from .images import MAX_IMAGE_PIXELS
         from .model import DROPOUT_KINDS, SIZE_MULTIPLE, VARIANTS
 
         rules: list[tuple[str, Any, bool, str]] = [
@@ -114,9 +115,12 @@ class TrainConfig:
             (
                 "size",
                 self.size,
-                all(v > 0 and v % SIZE_MULTIPLE == 0 for v in self.size),
-                f"must be positive multiples of {SIZE_MULTIPLE} (width, height)",
+                all(v > 0 and v % SIZE_MULTIPLE == 0 for v in self.size)
+                and self.size[0] * self.size[1] <= MAX_IMAGE_PIXELS,
+                f"must be positive multiples of {SIZE_MULTIPLE} (width, height), at most "
+                f"{MAX_IMAGE_PIXELS:,} pixels",
             ),
+            ("seed", self.seed, 0 <= self.seed < 2**63, "must be a whole number from 0 to 2^63-1"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "must be at least 1"),
             ("lr", self.lr, self.lr > 0, "must be positive"),
             ("betas", self.betas, all(0 <= b < 1 for b in self.betas), "must lie in [0, 1)"),
@@ -163,7 +167,10 @@ class TrainConfig:
             ]
         for key, value, ok, rule in rules:
             if not ok:
-                raise UsageError(f"config key {key!r}: {value!r} {rule}")
+                raise UsageError(
+                    f"config key {key!r}: {value!r} {rule} (set it in --config, with its flag "
+                    f"or with --set {key}=VALUE)"
+                )
 
 
 def _scalar(value: Any, current: Any) -> Any:

@@ -27,7 +27,7 @@ from .errors import EnetError
 from .evaluate import evaluate_checkpoint
 from .export import export_onnx
 from .fileio import write_json_atomic
-from .folders import claim_folder, locked_folder
+from .folders import locked_folder
 from .infer import run_inference
 
 __all__ = ["DEMO_SETTINGS", "TARGET_MIOU", "demo_config", "run_demo"]
@@ -101,8 +101,7 @@ def run_demo(out: Path, settings: dict | None = None, check: bool = False) -> di
     """The whole pipeline into ``out``, a new or empty folder or one an earlier demo made
     (whose results it replaces: the demo owns every file in it)."""
     out = Path(out)
-    with locked_folder(out, "demo"):
-        claim_folder(out, "demo", recognise=_made_by_demo)
+    with locked_folder(out, "demo", claim=True, recognise=_made_by_demo):
         return _run_demo(out, {**DEMO_SETTINGS, **(settings or {})}, check)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,21 +28,23 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from .checkpoint import (
+    EvaluationFiles,
     atomic_torch_save,
     build_checkpoint,
     model_from_checkpoint,
     read_checkpoint,
 )
 from .config import TrainConfig, apply_overrides
-from .data.classes import ClassSet
+from .data.classes import ClassSet, check_same_classes
 from .data.dataset import PreparedDataset
 from .data.prepare import read_manifest
 from .errors import CheckpointError, OutputError, UsageError, describe_os_error
 from .fileio import write_text_atomic
-from .folders import claim_folder, locked_folder
+from .folders import locked_folder
 from .losses import weighted_cross_entropy
 from .metrics import ConfusionMatrix
 from .model import ENet, transfer_encoder
+from .runtime import resolve_device
 from .transforms import eval_transform, train_transform
 from .visualize import plot_curves
 
@@ -74,11 +77,8 @@ def init_runtime(device: str) -> Runtime:
     """Read torchrun's environment; start the process group (nccl on GPUs, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda asked for, but torch sees no CUDA device")
+    dev = resolve_device(device)
+    if dev.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             gpus = torch.cuda.device_count()
             raise UsageError(
@@ -87,8 +87,6 @@ def init_runtime(device: str) -> Runtime:
             )
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return Runtime(rank, world, local_rank, dev)
@@ -313,12 +311,13 @@ def _initial_model(cfg: TrainConfig, stage: int, run: Path, classes: ClassSet) -
             )
     ckpt = read_checkpoint(source)
     meta = ckpt["model"]
-    if meta["variant"] != cfg.variant or meta["num_classes"] != classes.num_classes:
+    if meta["variant"] != cfg.variant:
         raise UsageError(
-            f"{source}: a {meta['variant']} model with {meta['num_classes']} classes cannot "
-            f"start a {cfg.variant} run with {classes.num_classes}"
+            f"{source}: a {meta['variant']} model cannot start a {cfg.variant} run (set "
+            f"variant = {meta['variant']!r}, or start from another checkpoint)"
         )
     previous = model_from_checkpoint(ckpt, source)
+    check_same_classes(previous.classes, classes, source, cfg.data)
     if meta["encoder_only"] == sc.encoder_only:
         model.load_state_dict(previous.state_dict())
         return model
@@ -513,16 +512,19 @@ def _stages(selection: str) -> list[int]:
 
 
 def _run_files(run: Path) -> list[Path]:
-    """What ``enet train`` (and ``enet eval`` beside its checkpoints) wrote into ``run``."""
-    stems = [*(Path(name).stem for name in FINAL_NAME.values()), "last"]
-    stems += [f"best_stage{s}" for s in STAGE_PREFIX]
-    files = [run / name for name in ("config.json", "log.jsonl", "curves.png", "tensorboard")]
-    for stem in stems:
-        files += [*run.glob(f"{stem}.*"), run / f"{stem}_predictions"]
+    """What ``enet train`` wrote into ``run``, and what ``enet eval`` wrote beside those
+    checkpoints: exact names only, so files a user put there are never among them."""
+    checkpoints = [run / name for name in FINAL_NAME.values()]
+    checkpoints += [run / "last.pt", *(run / f"best_stage{s}.pt" for s in STAGE_PREFIX)]
     for prefix in STAGE_PREFIX.values():
-        for checkpoint in (run / "checkpoints").glob(f"{prefix}-*_*.pt"):
-            files += [*checkpoint.parent.glob(f"{checkpoint.stem}.*")]
-            files.append(checkpoint.parent / f"{checkpoint.stem}_predictions")
+        checkpoints += [
+            p
+            for p in (run / "checkpoints").glob(f"{prefix}-*_*.pt")
+            if re.fullmatch(rf"{re.escape(prefix)}-\d+_\d+\.pt", p.name)
+        ]
+    files = [run / name for name in ("config.json", "log.jsonl", "curves.png", "tensorboard")]
+    for checkpoint in checkpoints:
+        files += [checkpoint, *EvaluationFiles.of(checkpoint).all()]
     return [f for f in dict.fromkeys(files) if f.exists()]
 
 
@@ -536,20 +538,18 @@ def _made_by_train(folder: Path) -> bool:
 def _check_run_folder(run: Path, stages: list[int], resume: bool, overwrite: bool) -> None:
     """Start, continue or replace the run in ``run`` only as asked: a finished or partial
     run is never overwritten by accident (see docs/reliability.md)."""
-    claim_folder(run, "train", recognise=_made_by_train)
     if resume:
         return
     produced = [f for f in _run_files(run) if f.name != "config.json"]
-    if overwrite:
-        for path in produced:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        return
-    if not produced:
-        return
-    if not (run / "last.pt").is_file():
+    if produced and not overwrite and not (run / "last.pt").is_file():
         print(f"{run}: the run here stopped before its first checkpoint; starting it anew")
+        overwrite = True
+    if overwrite or not produced:
         for path in produced:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         return
     rows = read_log(run)
     reached = max((r["stage"], r["epoch"]) for r in rows) if rows else (0, 0)
@@ -606,7 +606,8 @@ def train(
         torch.use_deterministic_algorithms(True, warn_only=True)
     # Input sizes are fixed within a stage, so cuDNN's per-shape algorithm search pays off.
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    with locked_folder(run, "train") if rt.main else contextlib.nullcontext():
+    lock = locked_folder(run, "train", claim=True, recognise=_made_by_train)
+    with lock if rt.main else contextlib.nullcontext():
         if rt.main:
             _check_run_folder(run, stages, resume, overwrite)
             cfg.save(run / "config.json")

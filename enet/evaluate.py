@@ -16,15 +16,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .checkpoint import model_from_checkpoint, read_checkpoint
+from .checkpoint import EvaluationFiles, model_from_checkpoint, read_checkpoint
 from .data import cityscapes
 from .data.cityscapes import frame_key
-from .data.classes import ClassSet
+from .data.classes import ClassSet, check_same_classes
 from .data.dataset import PreparedDataset, open_dataset
 from .data.source import check_label_values
 from .engine import evaluate_model, init_runtime, stage_weights
 from .errors import DataError, OutputError, UsageError
-from .fileio import clear_stale_temps, write_png_atomic
+from .fileio import check_not_input, clear_stale_temps, write_png_atomic
+from .folders import check_not_in_use
 from .images import read_label, read_rgb
 from .losses import SEED_DECODER_WEIGHTS, SEED_ENCODER_WEIGHTS
 from .metrics import write_seed_metrics
@@ -36,7 +37,7 @@ __all__ = ["evaluate_checkpoint", "evaluate_cityscapes", "evaluate_path", "metri
 
 def metric_path(checkpoint: Path) -> Path:
     """``X.pt`` -> ``X.metric.txt`` (the seed writes ``<ckpt>.metric.txt``)."""
-    return checkpoint.with_suffix(".metric.txt")
+    return EvaluationFiles.of(checkpoint).metric_txt
 
 
 def _weights(dataset, encoder_only: bool, classes: ClassSet) -> torch.Tensor:
@@ -85,11 +86,10 @@ def evaluate_checkpoint(
     """Evaluate one enet checkpoint; writes ``<checkpoint>.metric.txt`` / ``.metric.json``
     and ``.confusion.png`` beside it, replacing earlier ones only with ``overwrite``."""
     checkpoint = Path(checkpoint)
-    outputs = [metric_path(checkpoint), metric_path(checkpoint).with_suffix(".json")]
-    outputs.append(checkpoint.with_suffix(".confusion.png"))
-    if save_images:
-        outputs.append(checkpoint.parent / f"{checkpoint.stem}_predictions")
-    for path in outputs:
+    folder = checkpoint.parent
+    check_not_in_use(folder.parent if folder.name == "checkpoints" else folder, "eval")
+    files = EvaluationFiles.of(checkpoint)
+    for path in files.all() if save_images else files.all()[:-1]:
         if path.exists() and not overwrite:
             raise OutputError(
                 f"{path}: already exists: {checkpoint} was evaluated before (pass --overwrite "
@@ -103,11 +103,7 @@ def evaluate_checkpoint(
     dataset = open_dataset(data, split)
     if not size:
         size = getattr(dataset, "size", None) or (1024, 512)
-    if dataset.classes.num_classes != classes.num_classes:
-        raise UsageError(
-            f"{checkpoint}: the model has {classes.num_classes} classes ({classes.name}) but "
-            f"{data} has {dataset.classes.num_classes} ({dataset.classes.name})"
-        )
+    check_same_classes(classes, dataset.classes, checkpoint, data)
     dataset.transform = eval_transform(size, model.encoder_only)
     rt = init_runtime(device)
     model.to(rt.device)
@@ -117,17 +113,16 @@ def evaluate_checkpoint(
     )
     names = [n for i, n in enumerate(classes.names) if i != classes.void]
     text, json_path = write_seed_metrics(
-        metric_path(checkpoint),
+        files.metric_txt,
         str(checkpoint),
         np.array(result["iou_class"]),
         result["mean_loss"],
         names,
     )
-    heatmap = checkpoint.with_suffix(".confusion.png")
+    heatmap = files.confusion_png
     plot_confusion(result["confusion"].numpy(), classes.names, heatmap, f"{checkpoint.name}")
     if save_images:
-        folder = checkpoint.parent / f"{checkpoint.stem}_predictions"
-        _save_pictures(model, dataset, classes, folder, save_images, rt.device)
+        _save_pictures(model, dataset, classes, files.pictures, save_images, rt.device)
     result.update(
         metric_file=str(text),
         json_file=str(json_path),
@@ -154,6 +149,7 @@ def evaluate_path(path: str | Path, data: str | Path, **kwargs) -> list[dict]:
         return [evaluate_checkpoint(path, data, **kwargs)]
     if not path.is_dir():
         raise UsageError(f"{path}: no such checkpoint or run folder")
+    check_not_in_use(path, "eval")
     found = _checkpoints_in(path)
     if not found:
         raise UsageError(
@@ -184,8 +180,8 @@ def class_to_label_id(classes: ClassSet) -> np.ndarray:
     for i, name in enumerate(classes.names):
         if i != classes.void and name not in by_name:
             raise UsageError(
-                f"class {name!r} is not a Cityscapes label; --protocol cityscapes "
-                "needs a model trained on Cityscapes classes"
+                f"class {name!r} is not a Cityscapes label: Cityscapes label ids (--protocol "
+                "cityscapes, --label-ids) need a model trained on Cityscapes classes"
             )
         lut[i] = by_name.get(name, 0) if i != classes.void else 0
     return lut
@@ -215,14 +211,18 @@ def _add_to(evaluator, pred_ids: np.ndarray, gt_file: Path, pred_file: Path | No
     evaluator.add(pred_ids, gt, inst)
 
 
+#: Label ids no Cityscapes model predicts (void and ignored classes but 0), all below 19: a
+#: map whose values stay below 19 and include one of them holds trainIds.
+_NEVER_PREDICTED = {lb.id for lb in cityscapes.LABELS if lb.ignore_in_eval and 0 < lb.id < 19}
+
+
 def _check_prediction(ids: np.ndarray, path: Path) -> None:
     """Refuse a prediction that is not a map of label ids: values past the table, or trainIds
-    (0-18, 255), which would score near zero without a word. Label ids 1-6 (ego vehicle ..
-    ground) are never predicted, but as trainIds they are sidewalk .. traffic light."""
+    (0-18, 255), which would score near zero without a word."""
     values = np.unique(ids)
     outside = [int(v) for v in values if int(v) not in cityscapes.LABEL_VALUES]
-    low = np.isin(ids, [1, 2, 3, 4, 5, 6]).mean()  # trainIds sidewalk .. traffic light
-    if outside == [255] or (values.max() <= 18 and low > 0.05):
+    ids_never_predicted = set(values.tolist()) & _NEVER_PREDICTED
+    if outside == [255] or (values[values != 255].max() <= 18 and ids_never_predicted):
         raise DataError(
             f"{path}: looks like trainIds (0-18, 255), not the labelIds the benchmark "
             "scores (map them with cityscapesscripts' trainId -> id table, or write them "
@@ -284,6 +284,8 @@ def evaluate_cityscapes(
     rt = init_runtime(device)
     model.to(rt.device).eval()
     out_dir = Path(save_predictions) if save_predictions else None
+    if out_dir is not None:
+        check_not_input(out_dir, [p for p in (root, checkpoint) if p is not None])
     if out_dir is not None and not overwrite:
         for gt_file in gts:
             name = out_dir / gt_file.parent.name / f"{frame_key(gt_file.name)}_leftImg8bit.png"

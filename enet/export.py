@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .checkpoint import model_from_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpoint
 from .data.classes import ClassSet
 from .errors import EnetError, UsageError
 from .fileio import check_output_file, output_path
+from .images import MAX_IMAGE_PIXELS
 from .model import SIZE_MULTIPLE, check_input_size
 
 if TYPE_CHECKING:
@@ -173,15 +174,18 @@ def export_onnx(
 
     checkpoint, out = Path(checkpoint), Path(out)
     int8 = int8_calibration is not None
+    inputs = [resolve_checkpoint(checkpoint), *(int8_calibration or []), *(int8_check or [])]
     for path in (out, out.with_suffix(".fp32.onnx")) if int8 else (out,):
-        check_output_file(path, overwrite=overwrite, inputs=[checkpoint])
+        check_output_file(path, overwrite=overwrite, inputs=inputs)
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint).eval()
     w, h = size or tuple(ckpt.get("config", {}).get("size", ()) or (1024, 512))
     try:
         check_input_size(h, w)
     except ValueError as exc:
-        raise ExportError(str(exc)) from None
+        raise ExportError(f"--size {w}x{h}: {exc}") from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ExportError(f"--size {w}x{h}: more than {MAX_IMAGE_PIXELS:,} pixels (export smaller)")
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     shapes = _dynamic_shapes(dynamic_batch, dynamic)
     fp32_out = out.with_suffix(".fp32.onnx") if int8 else out

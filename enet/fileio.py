@@ -29,6 +29,7 @@ from .errors import OutputError, UsageError, describe_os_error
 __all__ = [
     "TEMP_TAG",
     "atomic_write",
+    "check_not_input",
     "check_output_file",
     "clear_stale_temps",
     "create_array",
@@ -208,14 +209,11 @@ def check_output_file(
     inputs: Iterable[str | Path] = (),
     flag: str = "--overwrite",
 ) -> Path:
-    """Refuse an output that is one of the command's ``inputs``, a folder, or (without
-    ``overwrite``) a file that exists, before any work is done; remove what killed enet
-    processes left of earlier writes to it."""
+    """Refuse an output that is one of the command's ``inputs`` or lies in an input folder,
+    a folder, or (without ``overwrite``) a file that exists, before any work is done; remove
+    what killed enet processes left of earlier writes beside it."""
     path = Path(path)
-    for source in inputs:
-        source = Path(source)
-        if source.exists() and path.exists() and os.path.samefile(source, path):
-            raise UsageError(f"{path}: is also the input {source} (choose another output path)")
+    check_not_input(path, inputs)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder where a file is expected (give a file name)")
     for parent in path.parents:
@@ -227,6 +225,22 @@ def check_output_file(
         raise OutputError(_exists_message(path, flag))
     clear_stale_temps(path.parent, recursive=False)
     return path
+
+
+def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
+    """``UsageError`` if ``path`` is one of the files in ``inputs`` or lies in (or is) one of
+    the folders in it: outputs never replace or join what a command reads."""
+    path = Path(path)
+    where = path.resolve()
+    for source in map(Path, inputs):
+        if source.is_dir():
+            if where == source.resolve() or source.resolve() in where.parents:
+                raise UsageError(
+                    f"{path}: lies in the input folder {source} (choose an output path "
+                    "outside the inputs)"
+                )
+        elif source.exists() and path.exists() and os.path.samefile(source, path):
+            raise UsageError(f"{path}: is also the input {source} (choose another output path)")
 
 
 def clear_stale_temps(folder: str | Path, *, recursive: bool = True) -> int:

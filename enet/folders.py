@@ -5,7 +5,7 @@ or empty folder gets a marker file (``.enet.json``) naming the command, and the 
 later treats only folders with its own marker as its own. A folder that holds anything else
 is refused, so no command ever deletes or replaces what a user put there.
 
-While a command writes into a folder it holds ``.enet.lock``: an exclusive ``flock`` (the
+While a command writes into a folder it holds ``.enet.lock``: an exclusive POSIX lock (the
 kernel releases it when the process dies, however it dies) on a file that records the
 holder's pid. A second command on the same folder stops with one line naming the first. A
 lock file still holding a pid when its lock is free means its holder was killed: the next
@@ -15,6 +15,7 @@ command takes over with a note and clears the temporary files the dead one left.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -26,16 +27,21 @@ from pathlib import Path
 from .errors import OutputError, UsageError, describe_os_error
 from .fileio import clear_stale_temps, write_json_atomic
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not a POSIX system
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["LOCK_NAME", "MARKER_NAME", "claim_folder", "folder_kind", "locked_folder"]
+__all__ = [
+    "LOCK_NAME",
+    "MARKER_NAME",
+    "check_not_in_use",
+    "claim_folder",
+    "folder_kind",
+    "locked_folder",
+]
 
 MARKER_NAME = ".enet.json"
 LOCK_NAME = ".enet.lock"
 _OWN_FILES = {MARKER_NAME, LOCK_NAME}
+#: Lock files this process holds: testing one of them would release it (POSIX locks belong
+#: to the process, and closing any descriptor of the file lets them go).
+_HELD: set[str] = set()
 
 
 def folder_kind(folder: Path) -> str | None:
@@ -92,26 +98,53 @@ def _read_holder(fd: int) -> dict:
 
 
 @contextlib.contextmanager
-def locked_folder(folder: str | Path, command: str) -> Iterator[None]:
-    """Hold ``folder``'s lock while the block runs (see the module docstring)."""
+def locked_folder(
+    folder: str | Path,
+    command: str,
+    *,
+    claim: bool = False,
+    recognise: Callable[[Path], bool] | None = None,
+) -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs (see the module docstring); with
+    ``claim``, the folder must also be ``command``'s own (``claim_folder``). A folder this
+    call made is removed again when the block fails before writing anything into it."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: is a file where a folder is expected (choose another path)")
+    existed = folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(describe_os_error(exc, folder)) from None
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
     path = folder / LOCK_NAME
+    fd = _lock(folder, path, command)
+    _HELD.add(str(path))
+    try:
+        if claim:
+            claim_folder(folder, command, recognise=recognise)
+        yield
+    except BaseException:
+        _remove_if_unused(folder, existed)
+        raise
+    finally:
+        _HELD.discard(str(path))
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _lock(folder: Path, path: Path, command: str) -> int:
+    """The open lock file of ``folder``, locked for this process; a lock a dead process left
+    is taken over with a note (and its temporary files removed)."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(describe_os_error(exc, path)) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A POSIX record lock, not flock: it is not inherited by forked workers, so one
+            # that outlives a killed parent does not keep the folder locked.
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = _read_holder(fd)
             os.close(fd)
@@ -121,7 +154,7 @@ def locked_folder(folder: str | Path, command: str) -> Iterator[None]:
                 f"{folder}: in use by {who} since {holder.get('started', '?')} "
                 "(wait for it to finish, or stop it)"
             ) from None
-        # The file may have been removed by its last holder between our open and flock.
+        # The file may have been removed by its last holder between our open and lock.
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
@@ -129,29 +162,57 @@ def locked_folder(folder: str | Path, command: str) -> Iterator[None]:
         if same:
             break
         os.close(fd)
+    previous = _read_holder(fd)
+    cleared = clear_stale_temps(folder)
+    if previous.get("pid"):
+        print(
+            f"note: {folder}: enet {previous.get('command', '?')} (pid "
+            f"{previous.get('pid')}) stopped without finishing; taking over"
+            + (f" and removing its {cleared} temporary file(s)" if cleared else ""),
+            file=sys.stderr,
+        )
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(holder).encode())
+    return fd
+
+
+def check_not_in_use(folder: str | Path, command: str) -> None:
+    """``OutputError`` naming the holder when another process holds ``folder``'s lock: a
+    command that only adds files beside another's (``enet eval`` in a run folder) must not
+    do so while that one writes there."""
+    path = Path(folder) / LOCK_NAME
+    if str(path) in _HELD or not path.is_file():
+        return
     try:
-        previous = _read_holder(fd)
-        if previous.get("pid"):
-            cleared = clear_stale_temps(folder)
-            print(
-                f"note: {folder}: enet {previous.get('command', '?')} (pid "
-                f"{previous.get('pid')}) stopped without finishing; taking over"
-                + (f" and removing its {cleared} temporary file(s)" if cleared else ""),
-                file=sys.stderr,
-            )
-        else:
-            clear_stale_temps(folder)
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": command,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(holder).encode())
-        yield
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_holder(fd)
+        raise OutputError(
+            f"{folder}: in use by enet {holder.get('command', '?')} (pid "
+            f"{holder.get('pid', '?')}); enet {command} would read and write files it is "
+            "still changing (wait for it to finish)"
+        ) from None
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
         os.close(fd)
+
+
+def _remove_if_unused(folder: Path, existed: bool) -> None:
+    """Undo the creation of ``folder`` when nothing but enet's own two files is in it."""
+    if existed:
+        return
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.iterdir()} <= _OWN_FILES:
+            (folder / MARKER_NAME).unlink(missing_ok=True)
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+            folder.rmdir()

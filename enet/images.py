@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import DataError
 
@@ -65,14 +65,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return im.size
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, *, upright: bool = False) -> np.ndarray:
     """H x W x 3 uint8 RGB. High-depth grey images (16-bit, 32-bit integer, float in [0, 1])
     are scaled to 8 bits; colour images of 16 bits per channel are read by PIL at 8 bits;
-    alpha is dropped."""
+    alpha is dropped. ``upright``: turned as its EXIF orientation says, as viewers show a
+    photo (a dataset's labels are drawn on the stored pixels, so datasets read it as is)."""
     path = Path(path)
     im = _open(path, "image")
     with im:
         _load(im, path, "image")
+        if upright:
+            im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
             grey = np.asarray(im, dtype=np.int64)
             if grey.min() < 0 or grey.max() > 65535:
@@ -96,13 +99,21 @@ def read_rgb(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: unreadable image ({_reason(exc)})") from None
 
 
-def read_label(path: str | Path) -> np.ndarray:
-    """H x W integer class or label ids of a single-channel label image (8 or 16 bits, or a
-    palette image's indices). Colour images are refused: their pixels are colours, not ids."""
+def read_label(path: str | Path, *, palette: bool = False) -> np.ndarray:
+    """H x W integer class or label ids of a single-channel label image (8 or 16 bits; with
+    ``palette``, a palette image's indices, as Pascal VOC stores classes). Colour images are
+    refused: their pixels are colours, not ids; so are palette images where ids are stored
+    as grey values (Cityscapes, CamVid), since a colour map saved with a palette would
+    otherwise pass for ids."""
     path = Path(path)
     im = _open(path, "label")
     with im:
         _load(im, path, "label")
+        if im.mode == "P" and not palette:
+            raise DataError(
+                f"{path}: a palette (P) image, but these labels are grey id maps (is it a "
+                "colour label saved with a palette? give the id file)"
+            )
         if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
             raise DataError(
                 f"{path}: a colour ({im.mode}) image, but labels are single-channel id maps "

@@ -30,11 +30,12 @@ from tqdm import tqdm
 from .checkpoint import bundled_models, load_checkpoint, resolve_checkpoint
 from .data import cityscapes
 from .data.cityscapes import frame_key, to_class_ids
-from .data.classes import ClassSet
+from .data.classes import ClassSet, check_same_classes, class_set
 from .data.source import check_label_values
 from .errors import DataError, EnetError, OutputError, UsageError
 from .evaluate import class_to_label_id
 from .fileio import (
+    check_not_input,
     output_folder,
     output_path,
     write_json_atomic,
@@ -46,6 +47,7 @@ from .images import read_label, read_rgb
 from .metrics import ConfusionMatrix
 from .model import SIZE_MULTIPLE
 from .openvino_graph import rewrite_for_this_cpu
+from .runtime import resolve_device
 from .transforms import model_input
 from .visualize import colorize, overlay
 
@@ -76,7 +78,8 @@ class OnnxPredictor:
         if "enet.classes" not in meta:
             raise UsageError(f"{path}: no enet metadata; export it with enet export")
         providers = ["CPUExecutionProvider"]
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        on_gpu = resolve_device(device).type == "cuda"
+        if on_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
@@ -266,8 +269,7 @@ class TorchPredictor:
     """PyTorch on an enet checkpoint (inference mode, channels_last; compiled on request)."""
 
     def __init__(self, path: Path, device: str = "auto", compile: bool = False) -> None:
-        dev = "cuda" if device == "auto" and torch.cuda.is_available() else device
-        self.device = torch.device("cpu" if dev == "auto" else dev)
+        self.device = resolve_device(device)
         model = load_checkpoint(path, self.device).to(memory_format=torch.channels_last)
         if model.encoder_only:
             raise UsageError(f"{path}: an encoder checkpoint predicts at 1/8; use a full ENet")
@@ -309,7 +311,7 @@ def load_predictor(
             from .export import onnx_metadata
 
             runs = _openvino_runs(onnx_metadata(path))
-            cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+            cpu = resolve_device(device).type == "cpu"
             backend = "openvino" if runs and cpu and has_openvino() else "onnx"
     if backend in ("onnx", "openvino") and not is_onnx:
         raise UsageError(f"{path}: --backend {backend} needs an .onnx file (enet export makes one)")
@@ -511,6 +513,12 @@ def run_inference(
         raise OutputError(f"{out}: is a file where a folder is expected (choose another --out)")
     files = find_inputs(inputs, exclude=out)
     if not files:
+        inside = [p for p in inputs if p.resolve().is_relative_to(out.resolve())]
+        if inside:
+            raise UsageError(
+                f"{inside[0]}: lies in --out {out}, whose files are never read as inputs "
+                "(choose another --out)"
+            )
         raise UsageError(f"no images or videos found in {', '.join(str(p) for p in inputs)}")
     stems = output_stems(files, inputs)
     keys = [frame_key(stems[f].name) for f in files]
@@ -521,6 +529,8 @@ def run_inference(
             f"{double[0]} (give them to separate runs)"
         )
     timing_path = Path(timing_file) if timing_file else out / "timing.json"
+    if timing_file:
+        check_not_input(timing_path, [resolve_checkpoint(model), *inputs])
     planned = [*_planned_outputs(files, stems, out, pictures), timing_path]
     if labels:
         planned.append(out / "metric.txt")
@@ -568,9 +578,18 @@ def _infer(
 ) -> InferenceReport:
     classes = predictor.classes
     target = predictor.fixed_size or resize
-    label_files = _label_index(Path(labels)) if labels else None
-    if label_files is not None and target is None:
-        raise UsageError("--labels computes the seed's metric at the model's size: give --resize")
+    label_files = None
+    if labels:
+        check_same_classes(classes, class_set("cityscapes"), "the model", "--labels")
+        if not Path(labels).is_dir():
+            raise UsageError(f"{labels}: no such folder (--labels takes a gtFine folder)")
+        label_files = _label_index(Path(labels))
+        if not label_files:
+            raise UsageError(f"{labels}: no *_gtFine_labelIds.png or *_labelTrainIds.png in it")
+        if target is None:
+            raise UsageError(
+                "--labels computes the seed's metric at the model's size: give --resize"
+            )
     cm = ConfusionMatrix(classes.num_classes, classes.void) if label_files is not None else None
     lut = class_to_label_id(classes) if label_ids else None
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
@@ -611,7 +630,7 @@ def _infer(
             report.processed += 1
             continue
         try:
-            rgb = read_rgb(path)
+            rgb = read_rgb(path, upright=True)
         except DataError as exc:
             print(f"warning: {exc}; skipped")
             report.failed.append(str(path))
@@ -645,6 +664,8 @@ def _infer(
     if not report.latency_ms:
         raise DataError("the inputs held no frames")
     if cm is not None:
+        if int(cm.mat.sum()) == 0:
+            raise DataError(f"{labels}: none of the inputs has a label there; no metric written")
         iou = cm.iou()
         text = f"mean_iou:  {float(iou.mean())}\niou_class:  {iou}\n"
         write_text_atomic(out / "metric.txt", text, replace=overwrite)

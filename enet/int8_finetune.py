@@ -36,6 +36,7 @@ from .checkpoint import (
     resolve_checkpoint,
     save_changed_weights,
 )
+from .data.classes import check_same_classes
 from .data.dataset import PreparedDataset
 from .engine import _to_input, init_runtime, stage_weights
 from .errors import UsageError
@@ -200,7 +201,7 @@ def finetune_for_int8(
     the checkpoint, whose export follows it; the residual stream is always rounded here)."""
     if scheme.residual != "int8":
         raise UsageError("finetune-int8 trains for an int8 residual stream")
-    check_output_file(out, overwrite=overwrite, inputs=[resolve_checkpoint(checkpoint)])
+    check_output_file(out, overwrite=overwrite, inputs=[resolve_checkpoint(checkpoint), data])
     torch.manual_seed(seed)
     dev = init_runtime(device).device
     ckpt = read_checkpoint(checkpoint)
@@ -208,10 +209,7 @@ def finetune_for_int8(
     channels_last = dev.type == "cpu"
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     train = PreparedDataset(data, "train")
-    if train.classes.num_classes != model.num_classes:
-        raise UsageError(
-            f"{data}: {train.classes.num_classes} classes, {checkpoint} has {model.num_classes}"
-        )
+    check_same_classes(model.classes, train.classes, checkpoint, data)
     weight = stage_weights(train.manifest, "enet", 3, train.classes).to(dev)
     loader = DataLoader(
         train,

@@ -99,7 +99,8 @@ def test_prepare_refuses_a_folder_it_did_not_make(tmp_path, capsys):
 def test_train_never_replaces_a_run_unless_asked(tiny_data, tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    (run / "notes.txt").write_text("mine")
+    for name in ("notes.txt", "best_stage1.notes.txt", "ENet_stage3.onnx"):  # the user's
+        (run / name).write_text("mine")
     before = _state(run)
     args = ["train", "--data", str(tiny_data), "--out", str(run), *TRAIN, "--epochs", "1,1,1"]
     code, err = _cli(capsys, *args)
@@ -107,6 +108,9 @@ def test_train_never_replaces_a_run_unless_asked(tiny_data, tiny_run, tmp_path, 
     assert _state(run) == before
     code, err = _cli(capsys, *args, "--resume", str(run), "--overwrite")  # not both
     assert code == 2 and "give one" in err
+    code, err = _cli(capsys, "train", "--resume", str(run), "--epochs", "1,1,2")
+    assert code == 2 and "--epochs cannot change it (only --workers and --device can" in err
+    assert _state(run) == before
     # --overwrite: the old run's files go (its stage-3 epoch checkpoint too), the user's stay
     assert (
         main(
@@ -123,7 +127,8 @@ def test_train_never_replaces_a_run_unless_asked(tiny_data, tiny_run, tmp_path, 
         )
         == 0
     )
-    assert (run / "notes.txt").read_text() == "mine"
+    for name in ("notes.txt", "best_stage1.notes.txt", "ENet_stage3.onnx"):
+        assert (run / name).read_text() == "mine", name
     assert not (run / "Encoder_stage1.pt").exists() and (run / "ENet_stage3.pt").is_file()
     assert [json.loads(r)["stage"] for r in (run / "log.jsonl").read_text().splitlines()] == [3, 3]
 
@@ -151,7 +156,9 @@ def test_one_writer_per_run_folder_and_a_dead_ones_lock_is_taken_over(tiny_data,
             time.sleep(0.02)
         second = run_enet(*args)
         one_line_error(second, f"{run}: in use by enet train (pid {first.pid}")
-        assert first.poll() is None, "the first run ended before the second tried"
+        evaluation = run_enet("eval", str(run), "--data", str(tiny_data), "--workers", "0")
+        one_line_error(evaluation, f"{run}: in use by enet train (pid {first.pid})")
+        assert first.poll() is None, "the first run ended before the others tried"
         # killed while it held the lock, with a checkpoint being written
         (run / f".last.pt.{_dead_pid()}-abcdefgh.enet-tmp").write_bytes(b"half a checkpoint")
     finally:
@@ -163,6 +170,22 @@ def test_one_writer_per_run_folder_and_a_dead_ones_lock_is_taken_over(tiny_data,
     assert "removing its 1 temporary file(s)" in resumed.stderr
     assert _temps(run) == [] and not (run / ".enet.lock").exists()
     assert (run / "ENet_stage3.pt").is_file()
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data), "--out", str(run), *TRAIN, "--epochs", "1,1,60"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enet", *args], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (run / "last.pt").is_file() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"enet: error: interrupted (to finish, run enet train --resume {run}" in err
+    assert not _temps(run) and not (run / ".enet.lock").exists()
 
 
 def _dead_pid() -> int:
@@ -223,6 +246,14 @@ def test_infer_outputs_never_collide_and_outputs_are_never_inputs(model, frames,
     assert "4 input(s)" in capsys.readouterr().out  # its own outputs were not read
     code, err = _cli(capsys, "infer", str(src), "--model", str(model), "--out", str(src))
     assert code == 2 and "holds the input folder" in err
+    image = src / "cam1" / "000001.png"
+    for timing in (image, model):
+        before = timing.read_bytes()
+        code, err = _cli(capsys, *args, "--overwrite", "--timing", str(timing))
+        assert code == 2 and ("lies in the input folder" in err or "is also the input" in err)
+        assert timing.read_bytes() == before
+    code, err = _cli(capsys, *args, "--overwrite", "--labels", str(tmp_path / "nope"))
+    assert code == 2 and "nope: no such folder (--labels takes a gtFine folder)" in err
 
 
 def test_eval_never_replaces_metrics_unless_asked(model, tiny_data, tmp_path, capsys):
@@ -238,6 +269,29 @@ def test_eval_never_replaces_metrics_unless_asked(model, tiny_data, tmp_path, ca
     empty.mkdir()
     code, err = _cli(capsys, "eval", str(empty), "--data", str(tiny_data))
     assert code == 2 and "no checkpoints (*.pt) in it" in err
+    # the same 20 outputs in PyTorch-ENet's Cityscapes order: not the data's classes
+    from enet.checkpoint import save_checkpoint
+    from enet.data.classes import class_set
+    from enet.model import ENet
+
+    other = save_checkpoint(tmp_path / "o.pt", ENet(20), class_set("cityscapes-pytorch-enet"))
+    code, err = _cli(capsys, "eval", str(other), "--data", str(tiny_data))
+    assert code == 2 and "output 0 is 'unlabeled' in the model, 'road' in the data" in err
+
+
+def test_the_official_evaluation_never_writes_onto_its_inputs(model, tmp_path, capsys):
+    root = tmp_path / "cs"
+    shutil.copytree(require(DATA / "cityscapes_tiny"), root)
+    before, stamp = _state(root), model.read_bytes()
+    args = ["eval", "--protocol", "cityscapes", "--data", str(root), "--overwrite"]
+    label = next(root.glob("gtFine/val/*/*_labelIds.png"))
+    code, err = _cli(capsys, *args, "--predictions", str(root / "gtFine"), "--json", str(label))
+    assert code == 2 and "lies in the input folder" in err
+    code, err = _cli(capsys, *args, str(model), "--json", str(model))
+    assert code == 2 and "is also the input" in err
+    code, err = _cli(capsys, *args, str(model), "--save-predictions", str(root / "leftImg8bit"))
+    assert code == 2 and "lies in the input folder" in err
+    assert _state(root) == before and model.read_bytes() == stamp
 
 
 def test_synth_refuses_to_mix_two_sets(tmp_path, capsys):
@@ -245,6 +299,8 @@ def test_synth_refuses_to_mix_two_sets(tmp_path, capsys):
     synthesize(out, train=1, val=0, size=(64, 32), progress=False)
     code, err = _cli(capsys, "synth", "--out", str(out), "--size", "128x64", "--no-progress")
     assert code == 2 and "holds frames drawn with seed 0 at 64x32" in err
+    code, err = _cli(capsys, "synth", "--out", str(out), "--size", "64x32", "--train", "0")
+    assert code == 2 and "holds 1 train frames, more than the 0 asked for" in err
 
 
 # --- a full disk, unwritable targets, files where folders belong --------------------------------
@@ -374,18 +430,21 @@ def test_label_values_outside_the_table_are_named(tmp_path, capsys):
     ids[:2, :3] = 40  # not a Cityscapes label id
     Image.fromarray(ids).save(labels[0])
     Image.open(labels[1]).convert("RGB").save(labels[1])  # a colour image under the name
+    Image.open(labels[2]).convert("RGB").quantize(16).save(labels[2])  # ... with a palette
     out = tmp_path / "p"
     args = ["prepare", "--root", str(root), "--out", str(out), "--split", "train", "--no-progress"]
     code, err = _cli(capsys, *args)
-    assert code == 2 and "2 bad file(s) in the train split" in err
+    assert code == 2 and "3 bad file(s) in the train split" in err
     assert f"{labels[0]}: values not in the Cityscapes labelIds table: 40 (6 px)" in err
     assert f"{labels[1]}: a colour (RGB) image" in err
+    assert f"{labels[2]}: a palette (P) image" in err
     assert main([*args, "--skip-bad"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["count"] == 4
+    assert manifest["splits"]["train"]["count"] == 3
     assert [s.split(":")[0] for s in manifest["splits"]["train"]["skipped"]] == [
         str(labels[0]),
         str(labels[1]),
+        str(labels[2]),
     ]
 
 
@@ -417,6 +476,24 @@ def test_epochs_are_whole_numbers_one_per_stage(tiny_data, tmp_path, capsys, epo
     code, err = _cli(
         capsys, "train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--epochs", epochs
     )
+    assert code == 2 and message in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--device", "tpu"], "--device 'tpu': not a device enet runs on"),
+        (["train", "--seed", "99999999999999999999"], "argument --seed: must be from 0 to"),
+        (["prepare", "--root", ".", "--out", "p", "--enet-c", "inf"], "must be a finite number"),
+        (["export", "m.pt", "--out", "m.onnx", "--min-agreement", "2"], "at most 1"),
+        (["export", "m.pt", "--out", "m.onnx", "--opset", "5"], "must be from 18 to 23"),
+        (["finetune-int8", "m.pt", "--data", "d", "--out", "o", "--lr", "nan"], "finite"),
+    ],
+)
+def test_flag_values_that_cannot_work_are_one_line(tiny_data, tmp_path, capsys, args, message):
+    if args[0] == "train":
+        args = [*args, "--data", str(tiny_data), "--out", str(tmp_path / "r")]
+    code, err = _cli(capsys, *args)
     assert code == 2 and message in err and not (tmp_path / "r").exists()
 
 
@@ -461,7 +538,7 @@ def test_bad_checkpoints_are_one_line_and_never_suggest_running_their_code(model
     for name, (path, message) in _bad_checkpoints(tmp_path, model).items():
         for command in (
             ["info", str(path)],
-            ["export", str(path), "--out", str(tmp_path / "x.onnx")],
+            ["export", str(path), "--out", str(tmp_path.parent / "x.onnx")],
         ):
             line = one_line_error(_run_main(command), message)
             assert "weights_only" not in line, name
@@ -592,12 +669,13 @@ def _kill_when(args: list[str], started: callable, delay: float) -> None:
 def test_prepare_killed_at_random_moments_then_rerun_equals_one_run(tmp_path):
     source = synthesize(tmp_path / "src", train=60, val=8, size=(512, 256), seed=2, progress=False)
     straight = tmp_path / "straight"
-    args = ["prepare", "--root", str(source), "--workers", "1", "--no-progress"]
-    assert run_enet(*args, "--out", str(straight)).returncode == 0
+    args = ["prepare", "--root", str(source), "--no-progress"]
+    assert run_enet(*args, "--out", str(straight), "--workers", "1").returncode == 0
     killed = tmp_path / "killed"
     work = killed / ".partial"
-    for delay in np.random.default_rng(0).uniform(0.0, 0.4, 4):
-        _kill_when([*args, "--out", str(killed)], lambda: any(work.glob("*/plan.json")), delay)
+    for delay, workers in zip(np.random.default_rng(0).uniform(0.0, 0.4, 4), "1212", strict=True):
+        started = lambda: any(work.glob("*/plan.json"))  # noqa: E731
+        _kill_when([*args, "--out", str(killed), "--workers", workers], started, delay)
     assert run_enet(*args, "--out", str(killed)).returncode == 0
     assert not _temps(killed) and not work.exists() and not (killed / ".enet.lock").exists()
     for split in ("train", "val"):

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import UsageError
 from . import camvid, cityscapes
 
-__all__ = ["CLASS_SETS", "ClassSet", "class_set", "generic_class_set"]
+__all__ = ["CLASS_SETS", "ClassSet", "check_same_classes", "class_set", "generic_class_set"]
 
 _BLACK = (0, 0, 0)
 
@@ -61,6 +61,29 @@ class ClassSet:
         if void is not None and (type(void) is not int or not 0 <= void < len(names)):
             raise ValueError(f"void {void!r} is not a class index below {len(names)} (or null)")
         return cls(name, tuple(names), tuple(tuple(c) for c in palette), void)
+
+
+def check_same_classes(
+    model: ClassSet, data: ClassSet, model_path: object, data_path: object
+) -> None:
+    """``UsageError`` unless a model's outputs mean the data's classes, in the same order:
+    two class sets of one size may still differ (PyTorch-ENet's Cityscapes order puts
+    "unlabeled" first). A model with unnamed classes (``generic``) is taken at its count."""
+    if model.num_classes != data.num_classes or (
+        model.name != "generic" and (model.names, model.void) != (data.names, data.void)
+    ):
+        differ = next(
+            (
+                f"output {i} is {a!r} in the model, {b!r} in the data"
+                for i, (a, b) in enumerate(zip(model.names, data.names, strict=False))
+                if a != b
+            ),
+            f"{model.num_classes} outputs, {data.num_classes} classes",
+        )
+        raise UsageError(
+            f"{model_path}: its classes ({model.name}) are not those of {data_path} "
+            f"({data.name}): {differ} (use a model trained on these classes, in this order)"
+        )
 
 
 CLASS_SETS: dict[str, ClassSet] = {

@@ -6,7 +6,10 @@ memory, a signal); ``concurrent.futures`` reports it, and the run stops with one
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -17,6 +20,20 @@ from tqdm import tqdm
 from ..errors import DataError
 
 __all__ = ["run_parallel"]
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker is killed with its parent (Linux), so a killed ``enet prepare`` leaves no
+    workers decoding on into a folder nobody finishes."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
 
 
 def run_parallel(
@@ -38,7 +55,12 @@ def run_parallel(
                 yield function(job)
                 bar.update()
             return
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=mp.get_context("fork"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             pending, queue = set(), iter(jobs)
             try:
                 while True:

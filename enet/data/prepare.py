@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fileio import create_array, write_json_atomic
-from ..folders import claim_folder, locked_folder
+from ..folders import locked_folder
 from ..images import image_size
 from ..losses import (
     SEED_DECODER_WEIGHTS,
@@ -277,8 +277,7 @@ def prepare(
         raise UsageError(f"--enet-c must be above 1 (ENet's weights 1/ln(c + p)), got {enet_c}")
     root, out = Path(root), Path(out)
     _check_paths(root, out)
-    with locked_folder(out, "prepare"):
-        claim_folder(out, "prepare", recognise=_made_by_prepare)
+    with locked_folder(out, "prepare", claim=True, recognise=_made_by_prepare):
         return _prepare_into(dataset, root, out, splits, size, workers, skip_bad, enet_c, progress)
 
 
@@ -324,6 +323,7 @@ def _prepare_into(
             continue
         hist = np.load(out / split / "histograms.npy").sum(0)
         split_info[split] = {
+            "source": str(Path(info["source"]).resolve()),
             "count": len(info["keys"]),
             "width": info["size"][0],
             "height": info["size"][1],

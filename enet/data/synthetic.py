@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import UsageError
 from ..fileio import write_bytes_atomic, write_json_atomic
-from ..folders import claim_folder, locked_folder
+from ..folders import locked_folder
+from ..images import MAX_IMAGE_PIXELS
 from .parallel import run_parallel
 
 __all__ = ["CITIES", "draw_scene", "synthesize"]
@@ -648,12 +649,17 @@ def synthesize(
     """Write ``train`` + ``val`` frames of ``size`` (width, height) in the Cityscapes layout.
 
     Frames already on disk are kept (each is written atomically), so a rerun finishes an
-    interrupted one or adds frames; a rerun with another seed or size is refused, since it
-    would mix two sets.
+    interrupted one or adds frames; a rerun with another seed or size, or fewer frames, is
+    refused, since the folder would then hold another set than the one asked for.
     """
     out = Path(out)
-    with locked_folder(out, "synth"):
-        claim_folder(out, "synth", recognise=_drawn_by_synth)
+    if train + val == 0:
+        raise UsageError(f"{out}: asked for no frames (give --train or --val above 0)")
+    if size[0] * size[1] > MAX_IMAGE_PIXELS or min(size) < 1:
+        raise UsageError(
+            f"--size {size[0]}x{size[1]}: frames must have 1 to {MAX_IMAGE_PIXELS:,} pixels"
+        )
+    with locked_folder(out, "synth", claim=True, recognise=_drawn_by_synth):
         settings = {"seed": seed, "size": list(size)}
         recorded = out / "synth.json"
         if recorded.is_file():
@@ -668,6 +674,12 @@ def synthesize(
             write_json_atomic(recorded, settings)
         jobs = []
         for split, count in (("train", train), ("val", val)):
+            held = len(list((out / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")))
+            if held > count:
+                raise UsageError(
+                    f"{out}: holds {held} {split} frames, more than the {count} asked for "
+                    f"(ask for {held} or more, or choose another --out)"
+                )
             for i in range(count):
                 stem = f"{CITIES[split]}_{i:06d}_000019"
                 image = out / "leftImg8bit" / split / CITIES[split] / f"{stem}_leftImg8bit.png"
