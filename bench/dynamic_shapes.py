@@ -3,7 +3,8 @@
     python bench/dynamic_shapes.py [--threads 2] [--size 1024x512] [--rounds 4] [--calls 4]
 
 ``enet infer`` runs a dynamic file's shape on the dynamic graph the first time it comes and
-on a graph compiled for that shape from the second time on (``enet.infer.OpenVinoPredictor``).
+on a graph compiled for that shape from the second time on
+(``enet.deploy.backends.OpenVinoPredictor``).
 This exports the shipped CamVid model with ``--dynamic`` in fp32 and int8 (calibrated on the
 real CamVid frames of ../shared/data), then for each file times that compile (the second
 call) and the two graphs' calls, taking turns as ``bench/latency.py`` does.
@@ -25,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from latency import in_process, interleaved_median_ms, machine_description  # noqa: E402
 
-from enet.export import export_onnx  # noqa: E402
-from enet.infer import OpenVinoPredictor, has_openvino  # noqa: E402
+from enet.deploy.backends import OpenVinoPredictor, has_openvino  # noqa: E402
+from enet.deploy.export import export_onnx  # noqa: E402
 
 SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 

@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from enet.quantize import INT8_WEIGHT_MAX, REDUCED_WEIGHT_MAX  # noqa: E402
+from enet.deploy.quantize import INT8_WEIGHT_MAX, REDUCED_WEIGHT_MAX  # noqa: E402
 
 #: The weights' scale: one step of the integer sum is WEIGHT_SCALE / 255 of the output.
 WEIGHT_SCALE = 0.01

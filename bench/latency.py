@@ -14,7 +14,7 @@ OpenVINO when installed, (d2) and (d3) the same with the residual stream or the 
 left fp32 (what each is worth), (d4) with the last layer whole (on CPUs without AVX-512,
 where (d) computes it in row bands so that OpenVINO keeps it int8), (d5) on OpenVINO's own
 choice of int8 kernels (on AVX-512 CPUs, AMX ones too, where (d) asks for others that apply
-ENet's per-channel PReLU faster: ``enet.openvino_graph``), (d') on ONNX Runtime;
+ENet's per-channel PReLU faster: ``enet.deploy.openvino_graph``), (d') on ONNX Runtime;
 (e) OpenVINO fp32 on the fp32 file, (e2) with the image's max-pool as exported (where (e)
 pools its channels apart); (f) OpenVINO computing the fp32 file in bf16 (``enet infer
 --bf16``), on CPUs that do so natively (AMX, AVX512_BF16; elsewhere it is left out). Our
@@ -47,28 +47,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from enet.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
-from enet.export import export_onnx, onnx_metadata, set_onnx_metadata  # noqa: E402
-from enet.infer import (  # noqa: E402
+from enet.deploy.backends import (  # noqa: E402
     OpenVinoPredictor,
     compile_for_inference,
     has_openvino,
     keep_freed_memory,
     openvino_computes_bf16,
 )
-from enet.model import ENet  # noqa: E402
-from enet.openvino_graph import (  # noqa: E402
+from enet.deploy.export import export_onnx  # noqa: E402
+from enet.deploy.onnx_meta import onnx_metadata, set_onnx_metadata  # noqa: E402
+from enet.deploy.openvino_graph import (  # noqa: E402
     IMAGE_POOL,
     INT8_KERNELS,
     ROW_BANDS,
     int8_convolution_kernels,
     int8_deconv_bound,
 )
-from enet.quantize import (  # noqa: E402
+from enet.deploy.quantize import (  # noqa: E402
     Int8Scheme,
     argmax_agreement,
     ort_runner,
     quantize_int8,
 )
+from enet.model import ENet  # noqa: E402
 
 SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 SIZE = (1024, 512)
@@ -77,11 +78,11 @@ ABLATIONS = {
     "(d2) int8, fp32 residual stream, OpenVINO": {"residual": "fp32"},
     "(d3) int8, fp32 block branches, OpenVINO": {"branches": "fp32"},
 }
-#: (d) with the last layer whole, where OpenVINO runs it in fp32 (enet.openvino_graph).
+#: (d) with the last layer whole, where OpenVINO runs it in fp32 (enet.deploy.openvino_graph).
 WHOLE_LAST_LAYER = "(d4) int8, last layer whole, OpenVINO"
-#: (d) on the kernels OpenVINO picks itself, where (d) asks for others (enet.openvino_graph).
+#: (d) on the kernels OpenVINO picks itself, where (d) asks for others (enet.deploy.openvino_graph).
 OWN_KERNELS = "(d5) int8, OpenVINO's own kernels"
-#: (e) with the image's max-pool as exported (enet.openvino_graph).
+#: (e) with the image's max-pool as exported (enet.deploy.openvino_graph).
 POOL_AS_EXPORTED = "(e2) OpenVINO fp32, image pool as exported"
 #: the fp32 file computed in bf16, where the CPU does so natively.
 BF16 = "(f) OpenVINO bf16 (fp32 file)"

@@ -27,7 +27,7 @@ from PIL import Image
 from enet.data import cityscapes
 from enet.data.dataset import PreparedDataset
 from enet.data.prepare import prepare
-from enet.transforms import train_transform
+from enet.data.transforms import train_transform
 
 
 def _decode(pair: tuple[Path, Path]) -> int:

@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from enet.engine import param_groups
 from enet.losses import SEED_DECODER_WEIGHTS, weighted_cross_entropy
 from enet.model import ENet
+from enet.train.engine import param_groups
 
 
 def step_time(

@@ -181,8 +181,8 @@ def convert_checkpoint(
     src: str | Path,
     dst: str | Path,
     source: Source,
-    classes: str | None = None,
     *,
+    classes: str | None = None,
     overwrite: bool = False,
 ) -> ENet:
     """Import ``src`` (PyTorch-ENet ``.pth`` or MindSpore ``.ckpt``) and save it as ours

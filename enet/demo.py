@@ -19,16 +19,18 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig, load_config
+from .checkpoint import EvaluationFiles
 from .data.prepare import prepare
 from .data.synthetic import synthesize
-from .engine import FINAL_NAME, train
+from .deploy.export import export_onnx
+from .deploy.infer import run_inference
 from .errors import EnetError
-from .evaluate import evaluate_checkpoint
-from .export import export_onnx
+from .evaluate.seed import evaluate_checkpoint
 from .fileio import write_json_atomic
 from .folders import locked_folder
-from .infer import run_inference
+from .train.config import TrainConfig, load_config
+from .train.engine import train
+from .train.run_folder import RunFolder
 
 __all__ = ["DEMO_SETTINGS", "TARGET_MIOU", "demo_config", "run_demo"]
 
@@ -112,7 +114,7 @@ def _run_demo(out: Path, s: dict, check: bool) -> dict:
 
     n_train, n_val = s["train_images"], s["val_images"]
     print(f"[1/5] synthetic street scenes: {n_train} train + {n_val} val at {w}x{h}")
-    synth = synthesize(out / "synth", n_train, n_val, (w, h), seed=0)
+    synth = synthesize(out / "synth", train=n_train, val=n_val, size=(w, h), seed=0)
 
     print("[2/5] prepare (pair by name, labelIds -> 19 trainIds + void, memory-mapped arrays)")
     prepared = out / "prepared"
@@ -124,16 +126,16 @@ def _run_demo(out: Path, s: dict, check: bool) -> dict:
         f"stage 3 ({e3}, full ENet)"
     )
     cfg = demo_config(prepared, out / "run", s)
-    run = train(cfg, "all", progress=True, overwrite=True)
-    model_path = run / FINAL_NAME[3]
+    run = RunFolder(train(cfg, stage="all", progress=True, overwrite=True))
+    model_path = run.final(3)
 
     print("[4/5] evaluate the final model on the synthetic val split (seed protocol)")
     result = evaluate_checkpoint(
-        model_path, prepared, "val", workers=1, save_images=4, overwrite=True
+        model_path, prepared, split="val", workers=1, save_images=4, overwrite=True
     )
 
     print("[5/5] export to ONNX (parity-checked) and run ONNX Runtime on the val images")
-    onnx_path = run / "enet.onnx"
+    onnx_path = run.path / "enet.onnx"
     exported = export_onnx(model_path, onnx_path, size=(w, h), overwrite=True)
     val_images = synth / "leftImg8bit" / "val"
     inference = run_inference(
@@ -158,9 +160,9 @@ def _run_demo(out: Path, s: dict, check: bool) -> dict:
         "onnx_argmax_agreement": exported["argmax_agreement"],
         "inference": str(out / "inference"),
         "onnx_latency_ms": inference.timing()["latency_ms"]["mean"],
-        "predictions": str(model_path.parent / f"{model_path.stem}_predictions"),
-        "curves": str(run / "curves.png"),
-        "log": str(run / "log.jsonl"),
+        "predictions": str(EvaluationFiles.of(model_path).pictures),
+        "curves": str(run.curves),
+        "log": str(run.path / "log.jsonl"),
     }
     write_json_atomic(out / "summary.json", summary)
     print(f"\nDone in {seconds / 60:.1f} min.")

@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import UsageError
+
 __all__ = [
     "SEED_DECODER_WEIGHTS",
     "SEED_ENCODER_WEIGHTS",
+    "class_weights",
     "enet_weights",
     "median_frequency_weights",
     "weighted_cross_entropy",
@@ -91,6 +94,29 @@ def median_frequency_weights(
     if valid.any():
         weights[valid] = np.median(freq[valid]) / freq[valid]
     return weights
+
+
+def class_weights(
+    table: dict, choice: str, *, stage: int, num_classes: int, void: int | None
+) -> Tensor:
+    """The weight vector a training stage uses, from a prepared set's weight ``table``
+    (``manifest["weights"]``): ``choice`` names one of its vectors, or "uniform", or "auto"
+    (the seed's encoder/decoder tables where the set has them, else ENet's)."""
+    if choice == "auto":
+        seed_key = "seed_encoder" if stage < 3 else "seed_decoder"
+        choice = seed_key if seed_key in table else "enet"
+    if choice == "uniform":
+        w = np.ones(num_classes)
+        if void is not None:
+            w[void] = 0.0
+    elif isinstance(table.get(choice), (list, tuple)):
+        w = np.asarray(table[choice], dtype=np.float64)
+    else:
+        known = sorted(k for k, v in table.items() if isinstance(v, (list, tuple)))
+        raise UsageError(f"unknown class weights {choice!r}; this dataset has {known} or uniform")
+    if len(w) != num_classes:
+        raise UsageError(f"weights {choice!r} have {len(w)} entries, the model has {num_classes}")
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:

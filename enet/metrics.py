@@ -8,7 +8,6 @@ an absent class scores 0; mIoU is the plain mean over the non-void classes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .fileio import atomic_write
+from .fileio import write_json_atomic, write_text_atomic
 
-__all__ = ["ConfusionMatrix", "iou_from_confusion", "write_seed_metrics"]
+__all__ = ["ConfusionMatrix", "iou_from_confusion", "write_310_metric", "write_seed_metrics"]
 
 
 class ConfusionMatrix:
@@ -66,6 +65,13 @@ def iou_from_confusion(mat: np.ndarray, void: int | None) -> np.ndarray:
     return tp / (tp + fp + fn + 1e-15)
 
 
+def write_310_metric(path: str | Path, iou_class: np.ndarray, *, replace: bool = True) -> Path:
+    """``metric.txt`` as the seed's Ascend-310 inference (``eval310.py``) writes it."""
+    iou = np.asarray(iou_class, dtype=np.float64)
+    text = f"mean_iou:  {float(iou.mean())}\niou_class:  {iou}\n"
+    return write_text_atomic(path, text, replace=replace)
+
+
 def write_seed_metrics(
     path: str | Path,
     model_path: str,
@@ -86,7 +92,7 @@ def write_seed_metrics(
         f"mean_loss {float(mean_loss)}\n"
         f"iou_class {iou}\n"
     )
-    atomic_write(path, lambda f: f.write(text), text=True)
+    write_text_atomic(path, text)
     names = class_names or [str(i) for i in range(len(iou))]
     summary = {
         "protocol": protocol,
@@ -96,5 +102,5 @@ def write_seed_metrics(
         "iou_class": dict(zip(names, iou.tolist(), strict=True)),
     }
     json_path = path.with_suffix(".json")
-    atomic_write(json_path, lambda f: json.dump(summary, f, indent=1), text=True)
+    write_json_atomic(json_path, summary)
     return path, json_path

@@ -139,7 +139,7 @@ def _replicate_edges(x: Tensor, dim: int, before: int, after: int) -> Tensor:
 
 def _export_op(name: str, impl: Callable[..., Tensor], shape: Callable[..., tuple]) -> None:
     """Register ``impl`` as the custom op ``enet::<name>``, which the modules call only under
-    ``torch.onnx.export`` and enet.export writes as one ONNX op (``export._translations``);
+    ``torch.onnx.export`` and enet.deploy.export writes as one ONNX op (``export._translations``);
     ``shape`` gives torch.export the output's shape from the inputs."""
     op = torch.library.custom_op(f"enet::{name}", impl, mutates_args=())
     op.register_fake(lambda *inputs: inputs[0].new_empty(shape(*inputs)))
@@ -309,7 +309,7 @@ def upsample2x_asymmetric(x: Tensor) -> Tensor:
 
     Not ``F.interpolate(align_corners=False)``, which samples half-pixel centres. PyTorch has
     no asymmetric mode, but ONNX's Resize has: under ``torch.onnx.export`` this becomes one
-    custom op that enet.export writes as that Resize (the interleaving below, exported op by
+    custom op that enet.deploy.export writes as that Resize (the interleaving below, exported op by
     op, took a fifth of OpenVINO's time at 1024x512).
     """
     if torch.onnx.is_in_onnx_export():

@@ -65,7 +65,9 @@ def prepare_data(out: Path) -> Path:
     from enet.data.synthetic import synthesize
 
     s = DEMO_SETTINGS
-    synth = synthesize(out / "synth", s["train_images"], s["val_images"], s["size"], seed=0)
+    synth = synthesize(
+        out / "synth", train=s["train_images"], val=s["val_images"], size=s["size"], seed=0
+    )
     prepared = out / "prepared"
     prepare("cityscapes", synth, prepared, size=s["size"])
     return prepared
@@ -75,14 +77,15 @@ def train_one(name: str, seed: int, prepared: Path, run: Path, device: str) -> d
     import torch
 
     from enet.demo import demo_config
-    from enet.engine import read_log, train
+    from enet.train.engine import train
+    from enet.train.run_folder import RunFolder
 
     torch.backends.cudnn.allow_tf32 = False  # the CPU computes in plain fp32
     torch.backends.cuda.matmul.allow_tf32 = False
     settings = {**settings_of(name, seed), "compile": False}  # the step's numbers, not speed
     cfg = demo_config(prepared, run, settings, device=device)
     start = time.perf_counter()
-    last = read_log(train(cfg, "all", progress=False))[-1]
+    last = RunFolder(train(cfg, stage="all", progress=False)).log()[-1]
     e1, e2, e3 = settings["epochs"]
     steps3 = e3 * (settings["train_images"] // settings["batch_size"])
     return {

@@ -104,8 +104,8 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A finished three-stage run of one epoch each on ``tiny_data`` (copy it to change it)."""
-    from enet.config import load_config
-    from enet.engine import train
+    from enet.train.config import load_config
+    from enet.train.engine import train
 
     values = {**TINY, "data": str(tiny_data), "out": str(tmp_path_factory.mktemp("run") / "r")}
     values |= {"stage1.epochs": 1, "stage2.epochs": 1, "stage3.epochs": 1}

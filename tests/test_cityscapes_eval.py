@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enet.cityscapes_eval import CityscapesEvaluator
+from enet.evaluate.official import CityscapesEvaluator
 
 from .conftest import DATA, require
 
@@ -96,19 +96,21 @@ def test_absent_classes_are_nan_not_zero():
 def test_model_predictions_round_trip_through_the_submission_folder(tmp_path):
     """A checkpoint scored directly equals its saved submission PNGs scored as a folder."""
     from enet.convert import convert_checkpoint
-    from enet.evaluate import evaluate_cityscapes
+    from enet.evaluate.cityscapes import evaluate_cityscapes
 
     from .conftest import MINDSPORE
 
     ckpt = tmp_path / "seed.pt"
     convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), ckpt, "mindspore")
     root = require(DATA / "cityscapes_tiny")
-    direct = evaluate_cityscapes(root, "val", checkpoint=ckpt, save_predictions=tmp_path / "sub")
+    direct = evaluate_cityscapes(
+        root, split="val", checkpoint=ckpt, save_predictions=tmp_path / "sub"
+    )
     saved = sorted((tmp_path / "sub").rglob("*.png"))
     assert [p.name for p in saved] == ["frankfurt_000000_000294_leftImg8bit.png"]
     pred = np.asarray(Image.open(saved[0]))
     assert pred.shape == (128, 256) and set(np.unique(pred)) <= {0, *range(7, 34)}
-    scored = evaluate_cityscapes(root, "val", predictions=tmp_path / "sub")
+    scored = evaluate_cityscapes(root, split="val", predictions=tmp_path / "sub")
     assert json_equal(direct, scored)
 
     from enet.cli import main

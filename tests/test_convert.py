@@ -120,7 +120,10 @@ def test_pytorch_enet_conversion_names_its_classes(tmp_path):
     assert model.classes.names[:2] == ("unlabeled", "road") and model.classes.void == 0
     with pytest.raises(CheckpointError, match="12"):
         convert_checkpoint(
-            REFERENCE / "pytorch_enet_checkpoint.pth", tmp_path / "x.pt", "pytorch-enet", "camvid"
+            REFERENCE / "pytorch_enet_checkpoint.pth",
+            tmp_path / "x.pt",
+            "pytorch-enet",
+            classes="camvid",
         )
 
 

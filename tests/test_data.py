@@ -16,6 +16,7 @@ from enet.data.dataset import PreparedDataset, SourceDataset, open_dataset
 from enet.data.prepare import prepare
 from enet.data.source import DataError
 from enet.data.synthetic import synthesize
+from enet.data.transforms import SegmentationTransform, train_transform
 from enet.errors import UsageError
 from enet.losses import (
     SEED_DECODER_WEIGHTS,
@@ -24,7 +25,6 @@ from enet.losses import (
     median_frequency_weights,
     weighted_cross_entropy,
 )
-from enet.transforms import SegmentationTransform, train_transform
 
 from .conftest import DATA, require
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from enet.checkpoint import read_checkpoint
-from enet.config import TrainConfig, apply_overrides, load_config
-from enet.engine import init_runtime, param_groups, poly_lr, train
 from enet.errors import UsageError
 from enet.model import ENet
+from enet.runtime import init_runtime
+from enet.train.config import TrainConfig, apply_overrides, load_config
+from enet.train.engine import param_groups, poly_lr, train
 
 from .conftest import TINY
 
@@ -85,7 +86,7 @@ def test_three_stages_train_and_chain(tiny_data, tmp_path):
 
     # enet eval over the run: every checkpoint gets a metrics file; the final model's mIoU
     # is the one validation logged (same protocol), encoder checkpoints are scored at 1/8.
-    from enet.evaluate import evaluate_path, metric_path
+    from enet.evaluate.seed import evaluate_path, metric_path
 
     results = evaluate_path(run, tiny_data, workers=0)
     names = {Path(r["metric_file"]).name for r in results}
@@ -326,6 +327,6 @@ def test_compile_applies_to_the_stages_that_ask_for_it(tiny_data, tmp_path, monk
     cfg = tiny_config(
         tiny_data, tmp_path / "r", (1, 1, 1), compile=True, **{"stage2.compile": False}
     )
-    train(cfg, "all", progress=False)
+    train(cfg, stage="all", progress=False)
     assert compiled == [True, False]  # stage 1 (encoder) and stage 3 (full), not stage 2
     assert load_config(None, **{"stage1.compile": "false"}).stage1.compile is False

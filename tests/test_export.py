@@ -14,27 +14,28 @@ import torch
 from onnx import numpy_helper
 from PIL import Image
 
-from enet import export as export_module
 from enet.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from enet.convert import convert_checkpoint
 from enet.data.classes import class_set
-from enet.errors import UsageError
-from enet.export import ExportError, export_onnx, onnx_metadata, set_onnx_metadata
-from enet.infer import (
+from enet.deploy import export as export_module
+from enet.deploy.backends import (
     OpenVinoPredictor,
     has_openvino,
     load_predictor,
     openvino_computes_bf16,
-    run_inference,
 )
-from enet.model import ENet
-from enet.openvino_graph import (
+from enet.deploy.export import ExportError, export_onnx
+from enet.deploy.infer import run_inference
+from enet.deploy.onnx_meta import onnx_metadata, set_onnx_metadata
+from enet.deploy.openvino_graph import (
     INT8_CONVOLUTION_KERNELS,
     INT8_KERNELS,
     X86,
     int8_convolution_kernels,
 )
-from enet.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
+from enet.deploy.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
+from enet.errors import UsageError
+from enet.model import ENet
 
 from .conftest import DATA, MINDSPORE, REFERENCE, openvino_kernels, require, run_enet
 
@@ -298,7 +299,7 @@ def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, m
     pytest.importorskip("openvino")
     camvid = require(DATA / "camvid_sample")
     out = dynamic_int8_export
-    monkeypatch.setattr("enet.openvino_graph.int8_deconv_bound", lambda: 16 * 16 * 64 * 16)
+    monkeypatch.setattr("enet.deploy.openvino_graph.int8_deconv_bound", lambda: 16 * 16 * 64 * 16)
     vino = load_predictor(out, backend="openvino")
     ort_predictor = load_predictor(out, backend="onnx")
     x = next(image_batches(sorted(camvid.glob("test/*.png")), (64, 48)))
@@ -328,7 +329,7 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
     if kernels == INT8_CONVOLUTION_KERNELS and int8_convolution_kernels() != kernels:
         pytest.skip("this CPU keeps OpenVINO's own kernels")
     camvid = require(DATA / "camvid_sample")
-    monkeypatch.setattr("enet.openvino_graph.int8_convolution_kernels", lambda: kernels)
+    monkeypatch.setattr("enet.deploy.openvino_graph.int8_convolution_kernels", lambda: kernels)
     asked = OpenVinoPredictor(dynamic_int8_export)
     own = OpenVinoPredictor(dynamic_int8_export, skip_rewrites={INT8_KERNELS})
     x = next(image_batches(sorted(camvid.glob("test/*.png")), (64, 48)))

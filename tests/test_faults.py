@@ -69,7 +69,7 @@ def frames(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory) -> Path:
-    from enet.export import export_onnx
+    from enet.deploy.export import export_onnx
 
     return Path(export_onnx(model, tmp_path_factory.mktemp("onnx") / "m.onnx")["path"])
 

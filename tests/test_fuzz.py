@@ -23,8 +23,8 @@ from enet.data import cityscapes
 from enet.data.dataset import PreparedDataset
 from enet.data.prepare import read_manifest
 from enet.data.source import SourceSample, load_pair
+from enet.deploy.onnx_meta import onnx_metadata
 from enet.errors import EnetError
-from enet.export import onnx_metadata
 from enet.images import read_label, read_rgb
 from enet.mindspore_ckpt import read_mindspore_checkpoint
 
@@ -186,7 +186,7 @@ def test_mindspore_checkpoints(tmp_path):
 
 
 def test_onnx_metadata(tiny_run, tmp_path):
-    from enet.export import export_onnx
+    from enet.deploy.export import export_onnx
 
     exported = export_onnx(tiny_run / "ENet_stage3.pt", tmp_path / "m.onnx")["path"]
     seed = Path(exported).read_bytes()

@@ -15,9 +15,10 @@ from PIL import Image
 from enet.checkpoint import load_checkpoint
 from enet.cli import main
 from enet.convert import convert_checkpoint
+from enet.deploy.infer import run_inference
 from enet.errors import UsageError
-from enet.evaluate import evaluate_checkpoint, evaluate_cityscapes
-from enet.infer import run_inference
+from enet.evaluate.cityscapes import evaluate_cityscapes
+from enet.evaluate.seed import evaluate_checkpoint
 
 from .conftest import DATA, MINDSPORE, require, run_enet
 
@@ -42,7 +43,7 @@ def test_310_metric_equals_enet_eval(seed_ckpt, tmp_path):
         progress=False,
     )
     assert report.processed == 4 and not report.failed
-    expected = evaluate_checkpoint(seed_ckpt, root, "train", device="cpu", workers=0)
+    expected = evaluate_checkpoint(seed_ckpt, root, split="train", device="cpu", workers=0)
     assert report.metric["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-12)
     text = (tmp_path / "out" / "metric.txt").read_text()
     assert text.startswith("mean_iou:  ") and "iou_class:  [" in text
@@ -143,7 +144,7 @@ def _write_video(path, frames: list[np.ndarray]) -> None:
 _FAULTS_PER_CALL = """
 import resource, statistics, sys, numpy as np, torch
 from enet.checkpoint import load_checkpoint
-from enet.infer import keep_freed_memory
+from enet.deploy.backends import keep_freed_memory
 torch.set_num_threads(2)  # the CPU deployments this is for; many threads, many arenas
 if sys.argv[1] == "keep":
     keep_freed_memory()
@@ -211,5 +212,5 @@ def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(see
     assert ids.shape == (1024, 2048)
     train_label_ids = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
     assert set(np.unique(ids)) <= train_label_ids | {0}
-    result = evaluate_cityscapes(root, "val", predictions=out / "labelIds")
+    result = evaluate_cityscapes(root, split="val", predictions=out / "labelIds")
     assert 0.0 <= result["mean_iou"] <= 1.0

@@ -16,10 +16,9 @@ from enet.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from enet.cli import main
 from enet.data.classes import class_set
 from enet.data.prepare import prepare
-from enet.export import onnx_metadata
-from enet.int8_finetune import Int8Emulation
-from enet.model import ENet
-from enet.quantize import (
+from enet.deploy.int8_finetune import Int8Emulation
+from enet.deploy.onnx_meta import onnx_metadata
+from enet.deploy.quantize import (
     TUNED_INT8_SCHEME,
     Int8Scheme,
     int8_convolutions,
@@ -27,6 +26,7 @@ from enet.quantize import (
     quantize_int8,
     snap_to_int8_grid,
 )
+from enet.model import ENet
 
 from .conftest import SHARED, require, run_enet
 
@@ -45,7 +45,9 @@ def test_emulation_rounds_the_int8_convolutions_inputs_and_nothing_in_fp32():
     reference = copy.deepcopy(model)
     snap_to_int8_grid(reference)
     x = torch.rand(2, 3, 64, 96)
-    emulation = _calibrated(model, x, Int8Scheme("int8"))  # the untuned layout: 4 fp32 convs
+    emulation = _calibrated(
+        model, x, Int8Scheme(residual="int8")
+    )  # the untuned layout: 4 fp32 convs
     seen: dict[str, torch.Tensor] = {}
     hooks = [
         model.get_submodule(name).register_forward_pre_hook(

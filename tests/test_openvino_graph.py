@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from enet.data.classes import class_set
-from enet.export import set_onnx_metadata
-from enet.infer import OpenVinoPredictor
-from enet.openvino_graph import (
+from enet.deploy.backends import OpenVinoPredictor
+from enet.deploy.onnx_meta import set_onnx_metadata
+from enet.deploy.openvino_graph import (
     INT8_DECONV_BOUND,
     INT8_KERNELS,
     ROW_BANDS,
@@ -22,7 +22,7 @@ from enet.openvino_graph import (
     rewrite_for_this_cpu,
     split_wide_transposed_convolutions,
 )
-from enet.quantize import REDUCED_WEIGHT_MAX
+from enet.deploy.quantize import REDUCED_WEIGHT_MAX
 
 from .conftest import openvino_kernels
 
@@ -134,8 +134,10 @@ def test_predictor_rewrites_int8_files_only(tmp_path, monkeypatch):
     exported."""
     if not X86:
         pytest.skip("OpenVINO's SSE4.2 kernels are x86's")
-    monkeypatch.setattr("enet.openvino_graph.int8_deconv_bound", lambda: 16 * 16 * 40 * 10)
-    monkeypatch.setattr("enet.openvino_graph.int8_convolution_kernels", lambda: "cpu:jit_sse42")
+    monkeypatch.setattr("enet.deploy.openvino_graph.int8_deconv_bound", lambda: 16 * 16 * 40 * 10)
+    monkeypatch.setattr(
+        "enet.deploy.openvino_graph.int8_convolution_kernels", lambda: "cpu:jit_sse42"
+    )
     path = tmp_path / "m.onnx"
     x = np.random.default_rng(3).random((1, 3, 46, 40), np.float32)
     layers, logits = {}, {}

@@ -17,9 +17,8 @@ from onnxruntime.quantization.quant_utils import quantize_data
 from enet.checkpoint import read_checkpoint, save_checkpoint
 from enet.cli import main
 from enet.data.classes import class_set
-from enet.export import export_onnx
-from enet.model import ENet
-from enet.quantize import (
+from enet.deploy.export import export_onnx
+from enet.deploy.quantize import (
     REDUCED_WEIGHT_MAX,
     TUNED_INT8_SCHEME,
     QuantizationError,
@@ -27,6 +26,7 @@ from enet.quantize import (
     quantize_int8,
     snap_to_int8_grid,
 )
+from enet.model import ENet
 
 from .conftest import DATA, ROOT, require
 

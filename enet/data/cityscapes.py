@@ -4,17 +4,23 @@ labelIds -> trainIds mapping (SPEC 3.2)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .source import DataError, SourceSample, pair_by_key
+from ..errors import DataError, UsageError
+from ..images import read_label
+from .source import SourceSample, check_label_values, pair_by_key
+
+if TYPE_CHECKING:
+    from .classes import ClassSet
 
 __all__ = [
     "CLASS_SET",
     "DEFAULT_SIZE",
     "IGNORE_ID",
     "LABELS",
+    "LABEL_FILE_SUFFIXES",
     "LABEL_KIND",
     "LABEL_VALUES",
     "TRAIN_NAMES",
@@ -22,6 +28,9 @@ __all__ = [
     "VOID_CLASS",
     "find_samples",
     "frame_key",
+    "label_files",
+    "label_id_table",
+    "read_label_as_classes",
     "to_class_ids",
     "to_train_ids",
 ]
@@ -122,6 +131,52 @@ def frame_key(name: str) -> str:
     """``<city>_<seq>_<frame>`` of any Cityscapes-style file name (how the benchmark matches
     predictions to ground truth)."""
     return "_".join(name.split("_")[:3])
+
+
+def label_id_table(classes: ClassSet) -> np.ndarray:
+    """A lookup table: a model's output channel -> Cityscapes label id, by class name (void
+    -> 0, unlabeled). Classes that are not Cityscapes labels are a ``UsageError``."""
+    by_name = {lb.name: lb.id for lb in LABELS if lb.id >= 0}
+    lut = np.zeros(256, dtype=np.uint8)
+    for i, name in enumerate(classes.names):
+        if i != classes.void and name not in by_name:
+            raise UsageError(
+                f"class {name!r} is not a Cityscapes label: Cityscapes label ids (--protocol "
+                "cityscapes, --label-ids) need a model trained on Cityscapes classes"
+            )
+        lut[i] = by_name.get(name, 0) if i != classes.void else 0
+    return lut
+
+
+#: The label files of a gtFine tree: labelIds, or cityscapesScripts' labelTrainIds.
+LABEL_FILE_SUFFIXES = ("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")
+
+
+def label_files(folder: Path) -> dict[str, Path]:
+    """``<city>_<seq>_<frame>`` -> label file below ``folder`` (labelTrainIds preferred)."""
+    index: dict[str, Path] = {}
+    for suffix in LABEL_FILE_SUFFIXES:
+        for f in Path(folder).rglob(f"*{suffix}"):  # exact suffix, not the seed's rstrip
+            index[f.name[: -len(suffix)]] = f
+    return index
+
+
+def read_label_as_classes(path: Path, classes: ClassSet) -> np.ndarray:
+    """A ``labelIds`` or ``labelTrainIds`` file as the seed's 20 class ids (void 19); values
+    outside the file's table are a ``DataError`` naming it."""
+    label = read_label(path)
+    if path.name.endswith("_labelIds.png"):
+        check_label_values(label, path, values=LABEL_VALUES, kind=LABEL_KIND)
+        return to_class_ids(label)
+    bad = np.unique(label[(label >= classes.num_classes) & (label != IGNORE_ID)])
+    if bad.size:
+        raise DataError(
+            f"{path}: trainIds {bad.tolist()[:6]} outside 0..{classes.num_classes - 1} and "
+            "255 (is it the right label file?)"
+        )
+    out = label.astype(np.uint8)
+    out[label == IGNORE_ID] = classes.void if classes.void is not None else IGNORE_ID
+    return out
 
 
 def _by_key(folder: Path, suffix: str) -> dict[str, Path]:

@@ -3,7 +3,7 @@
 Both yield the same thing: ``transform(image HxWx3 uint8, label HxW uint8 class ids)``, or
 the two arrays when there is no transform. An item may be asked for as ``(index, seed)``: the
 transform then draws its randomness from a generator seeded with ``seed`` (see
-``enet.engine.SeededSampler``).
+``enet.train.engine.SeededSampler``).
 """
 
 from __future__ import annotations

@@ -259,6 +259,7 @@ def prepare(
     dataset: str,
     root: str | Path,
     out: str | Path,
+    *,
     splits: tuple[str, ...] | None = None,
     size: tuple[int, int] | None = None,
     workers: int | None = None,

@@ -100,7 +100,7 @@ def load_pair(
             f"{sample.image.name} is {rgb.shape[1]}x{rgb.shape[0]} (fix the pair, or pass "
             "--skip-bad)"
         )
-    check_label_values(ids, layout, sample.label)
+    check_label_values(ids, sample.label, values=layout.LABEL_VALUES, kind=layout.LABEL_KIND)
     ids = ids.astype(np.uint8)
     if size is not None and (rgb.shape[1], rgb.shape[0]) != tuple(size):
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
@@ -108,22 +108,21 @@ def load_pair(
     return rgb, layout.to_class_ids(ids)
 
 
-def check_label_values(label: np.ndarray, layout: DatasetLayout, path: Path) -> None:
+def check_label_values(label: np.ndarray, path: Path, *, values: frozenset, kind: str) -> None:
     """``DataError`` listing the values (with pixel counts) of ``label`` that are not in the
-    layout's table: a colour or instance map under a label's name would otherwise become
-    void pixels without a word."""
+    table ``values`` (named ``kind``): a colour or instance map under a label's name would
+    otherwise become void pixels without a word."""
     if label.dtype == np.uint8:  # one bincount: a tenth of np.unique's time on a full frame
         counts = np.bincount(label.ravel(), minlength=256)
-        values = np.flatnonzero(counts)
-        counts = counts[values]
+        present = np.flatnonzero(counts)
+        counts = counts[present]
     else:
-        values, counts = np.unique(label, return_counts=True)
-    bad = [(int(v), int(c)) for v, c in zip(values, counts, strict=True)]
-    bad = [(v, c) for v, c in bad if v not in layout.LABEL_VALUES]
+        present, counts = np.unique(label, return_counts=True)
+    bad = [(int(v), int(c)) for v, c in zip(present, counts, strict=True) if int(v) not in values]
     if bad:
         shown = ", ".join(f"{v} ({c:,} px)" for v, c in bad[:6])
         more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
         raise DataError(
-            f"{path}: values not in the {layout.LABEL_KIND} table: {shown}{more} "
+            f"{path}: values not in the {kind} table: {shown}{more} "
             "(is it the right label file? fix it, or pass --skip-bad)"
         )

@@ -639,6 +639,7 @@ def _drawn_by_synth(folder: Path) -> bool:
 
 def synthesize(
     out: str | Path,
+    *,
     train: int = 60,
     val: int = 20,
     size: tuple[int, int] = (512, 256),

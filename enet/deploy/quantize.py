@@ -54,17 +54,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (
+from ..checkpoint import (
     model_from_checkpoint,
     read_checkpoint,
     resolve_checkpoint,
     save_changed_weights,
 )
-from .errors import EnetError
-from .fileio import check_output_file, scratch_folder
-from .images import read_rgb
-from .model import BOTTLENECKS
-from .transforms import model_input
+from ..errors import EnetError
+from ..fileio import check_output_file, scratch_folder
+from ..images import read_rgb
+from ..model import BOTTLENECKS
+from ..runtime import image_to_input
 
 __all__ = [
     "FP32_LEADING_CONVS",
@@ -104,7 +104,7 @@ WEIGHT_MAX_BY_BITS = {8: INT8_WEIGHT_MAX, 7: REDUCED_WEIGHT_MAX}
 INT8_RESIDUALS = ("fp32", "int8")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Int8Scheme:
     """What ``quantize_int8`` rounds: the residual stream's precision (see there), how many
     leading convolutions stay fp32, the weights' grid (``INT8_WEIGHT_MAX`` or
@@ -163,13 +163,19 @@ class Int8Scheme:
         if residual == "auto":
             residual = "int8" if tuned else "fp32"
         if not tuned:
-            return cls(residual)
-        return cls(
-            residual,
-            int(provenance.get("int8_fp32_convs", FP32_LEADING_CONVS)),
-            int(provenance.get("int8_weight_max", INT8_WEIGHT_MAX)),
-            provenance.get("int8_branches", "fp32"),
-        )
+            return cls(residual=residual)
+        try:
+            return cls(
+                residual=residual,
+                fp32_convs=int(provenance.get("int8_fp32_convs", FP32_LEADING_CONVS)),
+                weight_max=int(provenance.get("int8_weight_max", INT8_WEIGHT_MAX)),
+                branches=provenance.get("int8_branches", "fp32"),
+            )
+        except (TypeError, ValueError):
+            raise QuantizationError(
+                "the checkpoint's int8 tuning record is malformed (tune it again with enet "
+                "finetune-int8)"
+            ) from None
 
 
 class QuantizationError(EnetError):
@@ -179,13 +185,15 @@ class QuantizationError(EnetError):
 #: What ``enet finetune-int8`` trains a model for: every convolution int8 (the tuning wins
 #: back what rounding the first ones costs: 98.8% agreement with 2 of them fp32, 96.6% with
 #: none, untuned), 7-bit weights, an int8 residual stream and int8 block branches.
-TUNED_INT8_SCHEME = Int8Scheme("int8", 0, REDUCED_WEIGHT_MAX, "int8")
+TUNED_INT8_SCHEME = Int8Scheme(
+    residual="int8", fp32_convs=0, weight_max=REDUCED_WEIGHT_MAX, branches="int8"
+)
 
 
 def image_batches(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
     """The model inputs of image files, resized to ``size`` = (width, height)."""
     for path in paths:
-        yield model_input(read_rgb(path), size)
+        yield image_to_input(read_rgb(path), size)
 
 
 def ort_runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

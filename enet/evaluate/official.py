@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .data.cityscapes import LABELS
+from ..data.cityscapes import LABELS
 
 __all__ = ["AVERAGE_INSTANCE_SIZE", "CityscapesEvaluator"]
 

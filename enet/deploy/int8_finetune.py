@@ -30,18 +30,20 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import (
+from ..checkpoint import (
     model_from_checkpoint,
     read_checkpoint,
     resolve_checkpoint,
     save_changed_weights,
 )
-from .data.classes import check_same_classes
-from .data.dataset import PreparedDataset
-from .engine import _to_input, init_runtime, stage_weights
-from .errors import UsageError
-from .fileio import check_output_file
-from .model import BOTTLENECKS, InitialBlock
+from ..data.classes import check_same_classes
+from ..data.dataset import PreparedDataset
+from ..data.transforms import SegmentationTransform
+from ..errors import UsageError
+from ..fileio import check_output_file
+from ..losses import class_weights
+from ..model import BOTTLENECKS, InitialBlock
+from ..runtime import batch_to_input, resolve_device
 from .quantize import (
     TUNED_INT8_SCHEME,
     Int8Scheme,
@@ -49,7 +51,6 @@ from .quantize import (
     int8_weight_scale,
     output_axis,
 )
-from .transforms import SegmentationTransform
 
 __all__ = ["Int8Emulation", "finetune_for_int8"]
 
@@ -179,6 +180,7 @@ def finetune_for_int8(
     checkpoint: str | Path,
     data: str | Path,
     out: str | Path,
+    *,
     epochs: int = 2,
     lr: float = 5e-5,
     consistency: float = 1000.0,
@@ -188,7 +190,6 @@ def finetune_for_int8(
     seed: int = 0,
     progress: bool = True,
     scheme: Int8Scheme = TUNED_INT8_SCHEME,
-    *,
     overwrite: bool = False,
 ) -> list[dict]:
     """Fine-tune ``checkpoint`` on the train split of the prepared set ``data`` and write the
@@ -203,14 +204,26 @@ def finetune_for_int8(
         raise UsageError("finetune-int8 trains for an int8 residual stream")
     check_output_file(out, overwrite=overwrite, inputs=[resolve_checkpoint(checkpoint), data])
     torch.manual_seed(seed)
-    dev = init_runtime(device).device
+    dev = resolve_device(device)
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint).to(dev).eval()  # BN, dropout frozen
+    convolutions = len(int8_convolutions(model, 0))
+    if scheme.fp32_convs > convolutions:
+        raise UsageError(
+            f"--fp32-convs {scheme.fp32_convs}: the model has {convolutions} convolutions"
+        )
     channels_last = dev.type == "cpu"
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     train = PreparedDataset(data, "train")
     check_same_classes(model.classes, train.classes, checkpoint, data)
-    weight = stage_weights(train.manifest, "enet", 3, train.classes).to(dev)
+    classes = train.classes
+    weight = class_weights(
+        train.manifest.get("weights", {}),
+        "enet",
+        stage=3,
+        num_classes=classes.num_classes,
+        void=classes.void,
+    ).to(dev)
     loader = DataLoader(
         train,
         batch_size=batch_size,
@@ -225,7 +238,9 @@ def finetune_for_int8(
         """Up to ``count`` images spread over ``split``, in batches, as model inputs."""
         picked = range(0, len(split), max(len(split) // count, 1))[:count]
         images = torch.stack([torch.from_numpy(split[i][0]).permute(2, 0, 1) for i in picked])
-        return [_to_input(b, dev, channels_last) for b in images.split(batch_size)]
+        return [
+            batch_to_input(b, dev, channels_last=channels_last) for b in images.split(batch_size)
+        ]
 
     calibration = inputs(train, calibration_images)  # before the training transform is set
     train.transform = SegmentationTransform(train.size, augment=True, crop_p=0, blur_radius=0)
@@ -243,7 +258,7 @@ def finetune_for_int8(
         for images, labels in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            x, y = _to_input(images, dev, channels_last), labels.to(dev)
+            x, y = batch_to_input(images, dev, channels_last=channels_last), labels.to(dev)
             emulation.rounding = False
             fp32 = model(x)
             emulation.rounding = True

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,15 +100,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        from .fileio import write_json_atomic
+        from ..fileio import write_json_atomic
 
         write_json_atomic(path, self.to_dict())
 
     def check(self, stages: list[int]) -> None:
         """``UsageError`` naming the first value that cannot work for a run of ``stages``,
         before any data is read or anything is written."""
-        from .images import MAX_IMAGE_PIXELS
-        from .model import DROPOUT_KINDS, SIZE_MULTIPLE, VARIANTS
+        from ..images import MAX_IMAGE_PIXELS
+        from ..model import DROPOUT_KINDS, SIZE_MULTIPLE, VARIANTS
 
         rules: list[tuple[str, Any, bool, str]] = [
             ("variant", self.variant, self.variant in VARIANTS, f"is not one of {VARIANTS}"),

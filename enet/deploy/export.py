@@ -8,26 +8,23 @@ Runtime reproduces PyTorch's logits on a fixed input, so a failed export leaves 
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpoint
-from .data.classes import ClassSet
-from .errors import EnetError, UsageError
-from .fileio import check_output_file, output_path
-from .images import MAX_IMAGE_PIXELS
-from .model import SIZE_MULTIPLE, check_input_size
+from ..checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpoint
+from ..errors import EnetError
+from ..fileio import check_output_file, output_path
+from ..images import MAX_IMAGE_PIXELS
+from ..model import SIZE_MULTIPLE, check_input_size
+from .backends import load_predictor
+from .onnx_meta import onnx_metadata, set_onnx_metadata
+from .quantize import Int8Scheme, argmax_agreement, latency_ms, ort_runner, quantize_int8
 
-if TYPE_CHECKING:
-    from .quantize import Int8Scheme
-
-__all__ = ["ExportError", "export_onnx", "onnx_metadata", "set_onnx_metadata"]
+__all__ = ["ExportError", "export_onnx"]
 
 #: Parity thresholds. Max-pool windows with float near-ties may flip an index in the
 #: pytorch-enet variant, moving a few unpooled values; so the bulk is judged by the 99.9th
@@ -42,8 +39,6 @@ class ExportError(EnetError):
 
 def _parity(path: Path, model, inputs: list[torch.Tensor]) -> dict:
     """ONNX Runtime against PyTorch on each input; the worst figure over the inputs."""
-    from .quantize import ort_runner
-
     run = ort_runner(path)
     diffs, agreements = [], []
     for x in inputs:
@@ -57,53 +52,6 @@ def _parity(path: Path, model, inputs: list[torch.Tensor]) -> dict:
         "p999_abs_diff": max(float(np.quantile(d, 0.999)) for d in diffs),
         "argmax_agreement": min(agreements),
     }
-
-
-def onnx_metadata(path: str | Path) -> dict:
-    """The enet metadata stored in an exported ONNX file (values decoded from JSON); a file
-    that is not ONNX, or whose metadata is not enet's, is a ``UsageError`` naming it."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such ONNX file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise UsageError(
-            f"{path}: not a readable ONNX file, truncated or corrupt ({reason}) "
-            "(export it again with enet export)"
-        ) from None
-    meta = {}
-    for prop in model.metadata_props:
-        if prop.key.startswith("enet."):
-            try:
-                meta[prop.key] = json.loads(prop.value)
-            except ValueError:
-                raise UsageError(
-                    f"{path}: its {prop.key} metadata is not JSON (export it again)"
-                ) from None
-    if "enet.classes" in meta:
-        try:
-            ClassSet.from_dict(meta["enet.classes"])
-        except ValueError as exc:
-            raise UsageError(f"{path}: its enet.classes metadata is malformed: {exc}") from None
-    return meta
-
-
-def set_onnx_metadata(path: Path, values: dict) -> None:
-    """Replace the ``enet.*`` metadata of the ONNX file at ``path`` (values stored as JSON)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    kept = [p for p in proto.metadata_props if not p.key.startswith("enet.")]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in values.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(path))
 
 
 def _translations() -> dict:
@@ -147,6 +95,7 @@ def _dynamic_shapes(dynamic_batch: bool, dynamic: bool) -> dict | None:
 def export_onnx(
     checkpoint: str | Path,
     out: str | Path,
+    *,
     size: tuple[int, int] | None = None,
     dynamic_batch: bool = False,
     opset: int = 18,
@@ -155,7 +104,6 @@ def export_onnx(
     int8_check: list[Path] | None = None,
     min_agreement: float = 0.95,
     int8_residual: str = "auto",
-    *,
     overwrite: bool = False,
 ) -> dict:
     """Export ``checkpoint`` to ``out`` (eval graph, input ``input`` N x 3 x H x W RGB/255,
@@ -235,8 +183,6 @@ def export_onnx(
                 f"argmax agreement {report['argmax_agreement']:.5%}); nothing written"
             )
         if int8:
-            from .quantize import Int8Scheme
-
             scheme = Int8Scheme.for_checkpoint(ckpt.get("provenance", {}), int8_residual)
             report |= _quantize(
                 tmp, out, (w, h), int8_calibration, int8_check, min_agreement, scheme, overwrite
@@ -256,9 +202,6 @@ def _quantize(
 ) -> dict:
     """int8 QDQ of ``fp32`` into ``out`` (atomically), with its agreement and latencies as
     ``enet infer`` would run both files on this CPU (OpenVINO when installed)."""
-    from .infer import load_predictor
-    from .quantize import argmax_agreement, latency_ms, quantize_int8
-
     with output_path(out, replace=overwrite) as tmp:
         quantize_int8(fp32, tmp, calibration, size, scheme)
         meta = onnx_metadata(fp32)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageFilter
 from torch import Tensor
 
-__all__ = ["SegmentationTransform", "eval_transform", "model_input", "train_transform"]
+__all__ = ["SegmentationTransform", "eval_transform", "train_transform"]
 
 
 def _uniform(generator: torch.Generator | None, low: float = 0.0, high: float = 1.0) -> float:
@@ -109,11 +109,3 @@ def train_transform(
 def eval_transform(size: tuple[int, int], encoder_only: bool = False) -> SegmentationTransform:
     """Evaluation: resize only (steps 3, 5, 6, 7)."""
     return SegmentationTransform(size, augment=False, label_stride=8 if encoder_only else 1)
-
-
-def model_input(rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """H x W x 3 uint8 RGB -> the 1 x 3 x h x w float32 in [0, 1] that a model (PyTorch, ONNX)
-    takes at inference, resized bilinearly (PIL) to ``size`` = (width, height) if given."""
-    if size is not None:
-        rgb = np.asarray(Image.fromarray(rgb).resize(tuple(size), Image.BILINEAR))
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / 255
