@@ -17,7 +17,13 @@ from torch import Tensor
 
 from .fileio import write_json_atomic, write_text_atomic
 
-__all__ = ["ConfusionMatrix", "iou_from_confusion", "write_310_metric", "write_seed_metrics"]
+__all__ = [
+    "ConfusionMatrix",
+    "iou_from_confusion",
+    "same_class_pixels",
+    "write_310_metric",
+    "write_seed_metrics",
+]
 
 
 class ConfusionMatrix:
@@ -49,6 +55,13 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         return iou_from_confusion(self.mat.cpu().numpy(), self.void)
+
+
+def same_class_pixels(a, b) -> tuple[int, int]:
+    """(pixels where two N x C x H x W logits, arrays or tensors, pick the same class, all
+    pixels): how two versions of a model (fp32 and int8, PyTorch and ONNX) are compared."""
+    pa, pb = a.argmax(1), b.argmax(1)
+    return int((pa == pb).sum()), int(np.prod(pa.shape))
 
 
 def iou_from_confusion(mat: np.ndarray, void: int | None) -> np.ndarray:

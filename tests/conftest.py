@@ -74,6 +74,19 @@ def one_line_error(result: subprocess.CompletedProcess, *parts: str) -> str:
     return errors[0]
 
 
+def cityscapesscripts_scores(pred_files, gt_files) -> dict:
+    """The scores of cityscapesScripts' own evalPixelLevelSemanticLabeling, the reference
+    the official protocol is checked against."""
+    import numpy as np
+
+    np.in1d = np.isin  # cityscapesscripts 2.3.0 still calls np.in1d (gone in numpy 2.4)
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    args = official.args
+    args.quiet, args.JSONOutput, args.evalInstLevelScore = True, False, True
+    return official.evaluateImgLists([str(p) for p in pred_files], [str(g) for g in gt_files], args)
+
+
 def openvino_kernels(compiled, *layers: str) -> list[str]:
     """The kernel OpenVINO picked for each layer of a compiled model of the given types
     (its own names: ``Convolution``, ``Deconvolution`` for transposed convolutions)."""
@@ -82,6 +95,30 @@ def openvino_kernels(compiled, *layers: str) -> list[str]:
         for op in compiled.get_runtime_model().get_ordered_ops()
         if op.get_rt_info()["layerType"].astype(str) in layers
     ]
+
+
+# --- the reference models, converted once -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def seed_checkpoint(tmp_path_factory) -> Path:
+    """The seed's MindSpore ENet (shared reference data) as an enet checkpoint."""
+    from enet.convert import convert_checkpoint
+
+    path = tmp_path_factory.mktemp("seed") / "seed.pt"
+    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), path, "mindspore")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pytorch_enet_checkpoint(tmp_path_factory) -> Path:
+    """PyTorch-ENet's Cityscapes model (shared reference data) as an enet checkpoint."""
+    from enet.convert import convert_checkpoint
+
+    path = tmp_path_factory.mktemp("pytorch_enet") / "pt.pt"
+    source = require(REFERENCE / "pytorch_enet_checkpoint.pth")
+    convert_checkpoint(source, path, "pytorch-enet")
+    return path
 
 
 # --- a tiny data set and run ------------------------------------------------------------------

@@ -11,16 +11,7 @@ from PIL import Image
 
 from enet.evaluate.official import CityscapesEvaluator
 
-from .conftest import DATA, require
-
-
-def _official(pred_files, gt_files):
-    np.in1d = np.isin  # cityscapesscripts 2.3.0 still calls np.in1d (gone in numpy 2.4)
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
-
-    args = official.args
-    args.quiet, args.JSONOutput, args.evalInstLevelScore = True, False, True
-    return official.evaluateImgLists([str(p) for p in pred_files], [str(g) for g in gt_files], args)
+from .conftest import DATA, cityscapesscripts_scores, require
 
 
 def _predictions(gt: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +46,7 @@ def test_equals_cityscapesscripts(tmp_path, how):
         Image.fromarray(pred).save(path)
         preds.append(path)
         ours.add(pred, gt, inst)
-    theirs = _official(preds, gts)
+    theirs = cityscapesscripts_scores(preds, gts)
     mine = ours.results()
 
     def same(a, b):
@@ -93,15 +84,11 @@ def test_absent_classes_are_nan_not_zero():
     assert math.isnan(res["iou_class"]["car"]) and res["mean_iou"] == 1.0
 
 
-def test_model_predictions_round_trip_through_the_submission_folder(tmp_path):
+def test_model_predictions_round_trip_through_the_submission_folder(seed_checkpoint, tmp_path):
     """A checkpoint scored directly equals its saved submission PNGs scored as a folder."""
-    from enet.convert import convert_checkpoint
     from enet.evaluate.cityscapes import evaluate_cityscapes
 
-    from .conftest import MINDSPORE
-
-    ckpt = tmp_path / "seed.pt"
-    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), ckpt, "mindspore")
+    ckpt = seed_checkpoint
     root = require(DATA / "cityscapes_tiny")
     direct = evaluate_cityscapes(
         root, split="val", checkpoint=ckpt, save_predictions=tmp_path / "sub"

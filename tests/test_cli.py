@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ from enet.cli import main
 from enet.data.classes import class_set
 from enet.model import ENet
 
+from .conftest import run_enet
 
+
+@pytest.mark.subprocess
 def test_module_entry_point_prints_help():
     result = subprocess.run(
         [sys.executable, "-m", "enet", "--help"], capture_output=True, text=True, check=True
@@ -61,14 +65,22 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert Path(summary["model"]).is_file() and Path(summary["curves"]).is_file()
     assert len(list(Path(summary["predictions"]).glob("*_sheet.png"))) == 4
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["passed"] is False and saved["onnx_argmax_agreement"] >= 0.9999
+    assert saved["mean_iou"] == summary["mean_iou"]
+    assert saved["passed"] == (saved["mean_iou"] >= saved["target"])
+    assert saved["onnx_argmax_agreement"] >= 0.9999
     assert len(list((tmp_path / "inference" / "synthcity").glob("*_pred.png"))) == 4
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_demo_reaches_its_target(tmp_path):
-    """The README's first command, as is: at least 0.60 mIoU on the synthetic val split."""
-    from enet.demo import TARGET_MIOU, run_demo
+    """The README's first command as users run it (the install before it aside): at least
+    0.60 mIoU on the synthetic val split, within 10 minutes of wall time."""
+    from enet.demo import TARGET_MIOU
 
-    summary = run_demo(tmp_path, check=True)
-    assert summary["mean_iou"] >= TARGET_MIOU and summary["seconds"] < 600
+    start = time.perf_counter()
+    done = run_enet("demo", "--out", str(tmp_path / "demo"), timeout=1200)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["mean_iou"] >= TARGET_MIOU and seconds < 600, (summary, seconds)

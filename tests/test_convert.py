@@ -92,6 +92,7 @@ def test_mindspore_reader_is_bit_exact_and_keeps_training_state():
     assert list(entries) == [line.split("\t")[0] for line in names]
 
 
+@pytest.mark.subprocess
 def test_convert_cli_round_trip(tmp_path):
     src = require(MINDSPORE / "mindspore_enet_trainstate.ckpt")
     dst = tmp_path / "seed.pt"
@@ -171,6 +172,7 @@ def _truncate(src, dst, fraction=0.5):
         "missing",
     ],
 )
+@pytest.mark.subprocess
 def test_bad_checkpoints_give_one_line_errors(tmp_path, make, source, message):
     require(MINDSPORE)
     src = make(tmp_path)

@@ -270,7 +270,8 @@ def test_augmentation_keeps_image_and_label_aligned(seed):
     out_image, out_label = t(image, label)
     assert out_image.shape == (3, 80, 160) and out_image.dtype == torch.uint8
     assert out_label.shape == (80, 160) and out_label.dtype == torch.int64
-    assert int(out_label.min()) >= 0 and int(out_label.max()) <= 19
+    # nearest-neighbour resampling only moves labels: it never makes a new value
+    assert set(np.unique(out_label.numpy())) <= set(np.unique(label))
     lab = out_label.numpy()
     # Away from block edges (blur and bilinear mix colours there) colours match labels.
     interior = np.ones_like(lab, dtype=bool)

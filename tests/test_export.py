@@ -15,7 +15,6 @@ from onnx import numpy_helper
 from PIL import Image
 
 from enet.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from enet.convert import convert_checkpoint
 from enet.data.classes import class_set
 from enet.deploy import export as export_module
 from enet.deploy.backends import (
@@ -45,10 +44,8 @@ def _run(path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"input": x})[0]
 
 
-def test_seed_variant_export_reproduces_mindspore(tmp_path):
-    ckpt = tmp_path / "seed.pt"
-    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), ckpt, "mindspore")
-    report = export_onnx(ckpt, tmp_path / "seed.onnx", size=(128, 64))
+def test_seed_variant_export_reproduces_mindspore(seed_checkpoint, tmp_path):
+    report = export_onnx(seed_checkpoint, tmp_path / "seed.onnx", size=(128, 64))
     assert report["argmax_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
     io = np.load(MINDSPORE / "mindspore_enet_io.npz")
     np.testing.assert_allclose(_run(tmp_path / "seed.onnx", io["input"]), io["logits"], atol=1e-4)
@@ -62,10 +59,8 @@ def test_seed_variant_export_reproduces_mindspore(tmp_path):
     assert meta["enet.classes"]["names"][0] == "road" and meta["enet.classes"]["void"] == 19
 
 
-def test_max_unpool_variant_exports_with_dynamic_batch(tmp_path):
-    ckpt = tmp_path / "pt.pt"
-    convert_checkpoint(require(REFERENCE / "pytorch_enet_checkpoint.pth"), ckpt, "pytorch-enet")
-    export_onnx(ckpt, tmp_path / "pt.onnx", size=(128, 64), dynamic_batch=True)
+def test_max_unpool_variant_exports_with_dynamic_batch(pytorch_enet_checkpoint, tmp_path):
+    export_onnx(pytorch_enet_checkpoint, tmp_path / "pt.onnx", size=(128, 64), dynamic_batch=True)
     io = torch.load(REFERENCE / "pytorch_enet_io.pt", weights_only=True)
     x = io["input"].numpy()
     got = _run(tmp_path / "pt.onnx", np.concatenate([x, x]))
@@ -75,14 +70,13 @@ def test_max_unpool_variant_exports_with_dynamic_batch(tmp_path):
     assert np.quantile(np.abs(got[1] - ref[0]), 0.999) < 1e-5
 
 
-def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
-    ckpt = tmp_path / "seed.pt"
-    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), ckpt, "mindspore")
+def test_failed_parity_writes_nothing(seed_checkpoint, tmp_path, monkeypatch):
+    ckpt = seed_checkpoint
     bad = {"max_abs_diff": 3.0, "p999_abs_diff": 2.0, "argmax_agreement": 0.5}
     monkeypatch.setattr(export_module, "_parity", lambda *a: bad)
     with pytest.raises(ExportError, match="nothing written"):
         export_onnx(ckpt, tmp_path / "x.onnx", size=(128, 64))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.pt"]
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(ExportError, match="divisible by 8"):
         export_onnx(ckpt, tmp_path / "x.onnx", size=(130, 64))
 
@@ -113,6 +107,8 @@ def test_dynamic_height_and_width(tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "o_pred.png")).shape == (45, 70)
 
 
+@pytest.mark.subprocess
+@pytest.mark.openvino
 def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
     camvid = require(DATA / "camvid_sample")
     out = tmp_path / "camvid.onnx"
@@ -197,6 +193,7 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
             assert (a == b).mean() >= 0.99
 
 
+@pytest.mark.openvino
 def test_first_scheme_int8_exports_stay_on_onnx_runtime(tmp_path):
     """OpenVINO crashes on int8 files that quantise PRelu slopes (this project's first int8
     scheme): such files must never reach it."""
@@ -213,6 +210,8 @@ def test_first_scheme_int8_exports_stay_on_onnx_runtime(tmp_path):
         load_predictor(out, backend="openvino")
 
 
+@pytest.mark.subprocess
+@pytest.mark.openvino
 def test_int8_below_the_agreement_floor_writes_nothing(tmp_path):
     camvid = require(DATA / "camvid_sample")
     torch.manual_seed(0)  # an untrained model: int8 rounding flips some of its near ties
@@ -225,6 +224,7 @@ def test_int8_below_the_agreement_floor_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
+@pytest.mark.openvino
 def test_openvino_backend_matches_onnx_runtime(tmp_path):
     pytest.importorskip("openvino")
     camvid = require(DATA / "camvid_sample")
@@ -261,6 +261,7 @@ def dynamic_export(tmp_path_factory):
 
 
 @pytest.mark.parametrize("encoder_only", [False, True])
+@pytest.mark.openvino
 def test_openvino_runs_dynamic_exports_at_any_size(dynamic_export, encoder_only):
     pytest.importorskip("openvino")
     model, path = dynamic_export(encoder_only)
@@ -292,6 +293,7 @@ def dynamic_int8_export(dynamic_export, tmp_path_factory):
     return out
 
 
+@pytest.mark.openvino
 def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, monkeypatch):
     """OpenVINO compiles a repeated shape of a ``--dynamic`` int8 file for itself, where the
     last layer can be split in row bands (here with a bound small enough to split it at
@@ -318,6 +320,7 @@ def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, m
 
 
 @pytest.mark.parametrize("kernels", ["cpu:jit_sse42", INT8_CONVOLUTION_KERNELS])
+@pytest.mark.openvino
 def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kernels, monkeypatch):
     """Every int8 (transposed) convolution of ENet runs the kernels the predictor asks for:
     the ones chosen for AVX-512 CPUs (where this CPU is one), and SSE4.2 ones (on
@@ -343,6 +346,8 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
     assert not any(k.startswith(name) for k in layers), layers
 
 
+@pytest.mark.subprocess
+@pytest.mark.openvino
 def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
     """``--bf16``: OpenVINO computes an fp32 file in bf16 where the CPU does natively, close
     to fp32 on real frames; elsewhere, and for int8 files or other backends, a one-line

@@ -144,6 +144,7 @@ def test_train_adds_a_later_stage_to_a_run(tiny_data, tmp_path, capsys):
     assert code == 2 and "holds a training run (stage 2, epoch 1)" in err
 
 
+@pytest.mark.subprocess
 def test_one_writer_per_run_folder_and_a_dead_ones_lock_is_taken_over(tiny_data, tmp_path):
     run = tmp_path / "run"
     args = ["train", "--data", str(tiny_data), "--out", str(run), *TRAIN, "--epochs", "2,2,30"]
@@ -172,6 +173,7 @@ def test_one_writer_per_run_folder_and_a_dead_ones_lock_is_taken_over(tiny_data,
     assert (run / "ENet_stage3.pt").is_file()
 
 
+@pytest.mark.subprocess
 def test_sigterm_ends_a_run_as_ctrl_c_does(tiny_data, tmp_path):
     run = tmp_path / "run"
     args = ["train", "--data", str(tiny_data), "--out", str(run), *TRAIN, "--epochs", "1,1,60"]
@@ -311,6 +313,7 @@ def _broken_cityscapes(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.subprocess
 def test_prepare_on_a_full_disk(full_disk, tmp_path, workers):
     source = _broken_cityscapes(tmp_path / "src")
     out = full_disk.path / "prepared"
@@ -330,6 +333,7 @@ def test_prepare_on_a_full_disk(full_disk, tmp_path, workers):
     assert result.returncode == 2 and not (out / "manifest.json").exists() and not _temps(out)
 
 
+@pytest.mark.subprocess
 def test_train_on_a_full_disk_then_rerun(tiny_data, full_disk, tmp_path):
     run = full_disk.path / "run"
     args = ["train", "--data", str(tiny_data), "--out", str(run), *TRAIN, "--epochs", "1,1,1"]
@@ -342,6 +346,7 @@ def test_train_on_a_full_disk_then_rerun(tiny_data, full_disk, tmp_path):
     assert (run / "ENet_stage3.pt").is_file()
 
 
+@pytest.mark.subprocess
 def test_export_infer_convert_on_a_full_disk(model, frames, full_disk):
     out = full_disk.path
     inject = full_disk.injected
@@ -368,6 +373,7 @@ def test_export_infer_convert_on_a_full_disk(model, frames, full_disk):
     assert not _temps(out) and not (out / "m.onnx").exists() and not (out / "c.pt").exists()
 
 
+@pytest.mark.subprocess
 def test_unwritable_targets_and_files_where_folders_belong(model, frames, read_only_disk, tmp_path):
     one_line_error(
         run_enet("export", str(model), "--out", str(read_only_disk / "m.onnx")),
@@ -556,6 +562,7 @@ def _run_main(args: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnx", "auto"])
+@pytest.mark.openvino
 def test_corrupt_onnx_files_are_one_line(exported, frames, tmp_path, backend):
     data = exported.read_bytes()
     for name, content in (("cut.onnx", data[: len(data) // 3]), ("noise.onnx", os.urandom(999))):
@@ -666,6 +673,7 @@ def _kill_when(args: list[str], started: callable, delay: float) -> None:
     proc.wait()
 
 
+@pytest.mark.subprocess
 def test_prepare_killed_at_random_moments_then_rerun_equals_one_run(tmp_path):
     source = synthesize(tmp_path / "src", train=60, val=8, size=(512, 256), seed=2, progress=False)
     straight = tmp_path / "straight"
@@ -685,6 +693,7 @@ def test_prepare_killed_at_random_moments_then_rerun_equals_one_run(tmp_path):
     assert a["splits"] == b["splits"] and a["weights"] == b["weights"]
 
 
+@pytest.mark.subprocess
 def test_export_killed_at_random_moments_then_rerun_equals_one_run(model, tmp_path):
     straight, killed = tmp_path / "a" / "m.onnx", tmp_path / "b" / "m.onnx"
     assert run_enet("export", str(model), "--out", str(straight)).returncode == 0
@@ -700,6 +709,7 @@ def test_export_killed_at_random_moments_then_rerun_equals_one_run(model, tmp_pa
     assert killed.read_bytes() == straight.read_bytes()
 
 
+@pytest.mark.subprocess
 def test_the_reliability_page_and_readme_count_what_ci_runs():
     from .test_fuzz import EXAMPLES
 

@@ -14,26 +14,18 @@ from PIL import Image
 
 from enet.checkpoint import load_checkpoint
 from enet.cli import main
-from enet.convert import convert_checkpoint
 from enet.deploy.infer import run_inference
 from enet.errors import UsageError
 from enet.evaluate.cityscapes import evaluate_cityscapes
 from enet.evaluate.seed import evaluate_checkpoint
 
-from .conftest import DATA, MINDSPORE, require, run_enet
+from .conftest import DATA, cityscapesscripts_scores, require, run_enet
 
 
-@pytest.fixture(scope="module")
-def seed_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "seed.pt"
-    convert_checkpoint(require(MINDSPORE / "mindspore_enet.ckpt"), path, "mindspore")
-    return path
-
-
-def test_310_metric_equals_enet_eval(seed_ckpt, tmp_path):
+def test_310_metric_equals_enet_eval(seed_checkpoint, tmp_path):
     root = require(DATA / "cityscapes_sample")
     report = run_inference(
-        seed_ckpt,
+        seed_checkpoint,
         [root / "leftImg8bit" / "train"],
         tmp_path / "out",
         device="cpu",  # the same device as eval's below: GPU numerics flip a few pixels
@@ -43,7 +35,7 @@ def test_310_metric_equals_enet_eval(seed_ckpt, tmp_path):
         progress=False,
     )
     assert report.processed == 4 and not report.failed
-    expected = evaluate_checkpoint(seed_ckpt, root, split="train", device="cpu", workers=0)
+    expected = evaluate_checkpoint(seed_checkpoint, root, split="train", device="cpu", workers=0)
     assert report.metric["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-12)
     text = (tmp_path / "out" / "metric.txt").read_text()
     assert text.startswith("mean_iou:  ") and "iou_class:  [" in text
@@ -51,16 +43,18 @@ def test_310_metric_equals_enet_eval(seed_ckpt, tmp_path):
     assert set(timing["latency_ms"]) == {"mean", "p50", "p90"} and timing["frames"] == 4
 
 
-def test_any_size_is_padded_and_cropped_back(seed_ckpt, tmp_path):
+def test_any_size_is_padded_and_cropped_back(seed_checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (75, 101, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "odd.png")
-    run_inference(seed_ckpt, [tmp_path / "odd.png"], tmp_path / "out", device="cpu", progress=False)
+    run_inference(
+        seed_checkpoint, [tmp_path / "odd.png"], tmp_path / "out", device="cpu", progress=False
+    )
     pred = np.asarray(Image.open(tmp_path / "out" / "odd_pred.png"))
     assert pred.shape == (75, 101)
     assert (tmp_path / "out" / "odd_color.png").is_file()
     assert (tmp_path / "out" / "odd_overlay.png").is_file()
-    model = load_checkpoint(seed_ckpt)
+    model = load_checkpoint(seed_checkpoint)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     x = torch.nn.functional.pad(x, (0, 3, 0, 5), mode="replicate")  # to 80 x 104
     with torch.no_grad():
@@ -68,7 +62,7 @@ def test_any_size_is_padded_and_cropped_back(seed_ckpt, tmp_path):
     assert np.array_equal(pred, expected)
 
 
-def test_unreadable_image_is_skipped_and_reported(seed_ckpt, tmp_path, capsys):
+def test_unreadable_image_is_skipped_and_reported(seed_checkpoint, tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(src / "good.png")
@@ -78,7 +72,7 @@ def test_unreadable_image_is_skipped_and_reported(seed_ckpt, tmp_path, capsys):
             "infer",
             str(src),
             "--model",
-            str(seed_ckpt),
+            str(seed_checkpoint),
             "--out",
             str(tmp_path / "o"),
             "--no-progress",
@@ -108,6 +102,8 @@ def test_bundled_camvid_model_segments_real_test_frames(tmp_path):
         assert (pred[known] == label[known]).mean() > 0.8, label_path.name
 
 
+@pytest.mark.subprocess
+@pytest.mark.compile
 def test_compiled_pytorch_path_predicts_what_eager_does(tmp_path):
     """--compile (BatchNorm folded into the convolutions) changes the speed, not the answer."""
     root = require(DATA / "camvid_sample")
@@ -162,6 +158,7 @@ print(int(statistics.median(per_call)))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.subprocess
 def test_eager_inference_stops_page_faulting_its_activations_in():
     def faults(mode: str) -> int:
         run = [sys.executable, "-c", _FAULTS_PER_CALL, mode]
@@ -193,11 +190,13 @@ def test_video_in_class_maps_and_overlay_video_out(tmp_path, capsys):
     assert timing["frames"] == 3 and timing["inputs"] == 1
 
 
-def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(seed_ckpt, tmp_path):
+def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(
+    seed_checkpoint, tmp_path
+):
     root = require(DATA / "cityscapes_sample")
     out = tmp_path / "out"
     report = run_inference(
-        seed_ckpt,
+        seed_checkpoint,
         [root / "leftImg8bit" / "val"],
         out,
         resize=(1024, 512),
@@ -213,4 +212,6 @@ def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(see
     train_label_ids = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
     assert set(np.unique(ids)) <= train_label_ids | {0}
     result = evaluate_cityscapes(root, split="val", predictions=out / "labelIds")
-    assert 0.0 <= result["mean_iou"] <= 1.0
+    gt = sorted(root.glob("gtFine/val/*/*_gtFine_labelIds.png"))
+    theirs = cityscapesscripts_scores(files, gt)
+    assert result["mean_iou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-12)

@@ -110,6 +110,8 @@ def tiny_camvid(tmp_path_factory):
     return out
 
 
+@pytest.mark.subprocess
+@pytest.mark.openvino
 def test_finetune_int8_writes_a_snapped_checkpoint_that_exports_an_int8_residual_stream(
     tiny_camvid, tmp_path, capsys
 ):

@@ -26,6 +26,8 @@ from enet.deploy.quantize import REDUCED_WEIGHT_MAX
 
 from .conftest import openvino_kernels
 
+pytestmark = pytest.mark.openvino
+
 ov = pytest.importorskip("openvino")
 
 

@@ -116,6 +116,7 @@ def test_enet_snap_writes_a_checkpoint_without_the_old_metrics(tmp_path, capsys)
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.openvino
 def test_openvino_multiplies_7_bit_weights_by_full_range_8_bit_inputs_exactly(tmp_path):
     """What the tuned scheme's 7-bit weights are for: int8 kernels without VNNI (AVX2) add
     pairs of uint8 x int8 products in int16, which 8-bit weights overflow (bench/

@@ -28,6 +28,7 @@ from ..errors import UsageError
 from ..fileio import write_bytes_atomic, write_json_atomic
 from ..folders import locked_folder
 from ..images import MAX_IMAGE_PIXELS
+from .cityscapes import LABELS
 from .parallel import run_parallel
 
 __all__ = ["CITIES", "draw_scene", "synthesize"]
@@ -35,12 +36,18 @@ __all__ = ["CITIES", "draw_scene", "synthesize"]
 #: City folder per split (Cityscapes names frames ``<city>_<seq>_<frame>``).
 CITIES = {"train": "synthtown", "val": "synthcity", "test": "synthburg"}
 
-# Cityscapes label ids (enet.data.cityscapes.LABELS).
-EGO, OUT_OF_ROI, STATIC, GROUND = 1, 3, 4, 6
-ROAD, SIDEWALK, PARKING, RAIL = 7, 8, 9, 10
-BUILDING, WALL, FENCE, POLE, LIGHT, SIGN = 11, 12, 13, 17, 19, 20
-VEGETATION, TERRAIN, SKY, PERSON, RIDER = 21, 22, 23, 24, 25
-CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = 26, 27, 28, 31, 32, 33
+# The Cityscapes label ids the scenes are drawn with, by their names in the official table.
+_ID = {lb.name: lb.id for lb in LABELS}
+EGO, OUT_OF_ROI, STATIC, GROUND = (
+    _ID[n] for n in ("ego vehicle", "out of roi", "static", "ground")
+)
+ROAD, SIDEWALK, PARKING, RAIL = (_ID[n] for n in ("road", "sidewalk", "parking", "rail track"))
+BUILDING, WALL, FENCE, POLE = (_ID[n] for n in ("building", "wall", "fence", "pole"))
+LIGHT, SIGN, VEGETATION, TERRAIN = (
+    _ID[n] for n in ("traffic light", "traffic sign", "vegetation", "terrain")
+)
+SKY, PERSON, RIDER, CAR, TRUCK = (_ID[n] for n in ("sky", "person", "rider", "car", "truck"))
+BUS, TRAIN, MOTORCYCLE, BICYCLE = (_ID[n] for n in ("bus", "train", "motorcycle", "bicycle"))
 
 Color = tuple[int, int, int]
 

@@ -87,14 +87,12 @@ class OnnxPredictor:
 class OpenVinoPredictor:
     """OpenVINO on an exported file: on x86 CPUs it runs ENet well ahead of ONNX Runtime
     (fused convolutions, reused buffers, int8 kernels for ``enet export --int8`` files), the
-    more so after the rewrites of ``enet.deploy.openvino_graph`` that pay on the CPU it runs on; see
-    bench/latency.py.
+    more so after the rewrites of ``openvino_graph`` that pay on the CPU it runs on.
 
     A ``--dynamic`` file runs each input shape on the dynamic graph the first time it comes,
     and on a graph compiled for that shape alone from the second time on (a video's frames, a
-    folder of one camera's images): at 1024x512 on a 2-core AVX2 CPU the fixed-shape graph
-    ran 1.49x (fp32) and 1.55x (int8) faster than the dynamic one, after a compile of 0.4
-    and 1.7 s (``bench/dynamic_shapes.py``)."""
+    folder of one camera's images), which runs faster after a compile of a second or two
+    (docs/benchmarks.md, Dynamic shapes)."""
 
     #: how many input shapes seen once it remembers (to compile a graph if they come again)
     SHAPES_REMEMBERED = 64

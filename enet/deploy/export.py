@@ -19,6 +19,7 @@ from ..checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpo
 from ..errors import EnetError
 from ..fileio import check_output_file, output_path
 from ..images import MAX_IMAGE_PIXELS
+from ..metrics import same_class_pixels
 from ..model import SIZE_MULTIPLE, check_input_size
 from .backends import load_predictor
 from .onnx_meta import onnx_metadata, set_onnx_metadata
@@ -46,7 +47,8 @@ def _parity(path: Path, model, inputs: list[torch.Tensor]) -> dict:
         with torch.inference_mode():
             want = model(x).numpy()
         diffs.append(np.abs(got - want))
-        agreements.append(float((got.argmax(1) == want.argmax(1)).mean()))
+        same, pixels = same_class_pixels(got, want)
+        agreements.append(same / pixels)
     return {
         "max_abs_diff": max(float(d.max()) for d in diffs),
         "p999_abs_diff": max(float(np.quantile(d, 0.999)) for d in diffs),

@@ -42,6 +42,7 @@ from ..data.transforms import SegmentationTransform
 from ..errors import UsageError
 from ..fileio import check_output_file
 from ..losses import class_weights
+from ..metrics import same_class_pixels
 from ..model import BOTTLENECKS, InitialBlock
 from ..runtime import batch_to_input, resolve_device
 from .quantize import (
@@ -168,12 +169,39 @@ def _agreement(model: nn.Module, emulation: Int8Emulation, batches: list[Tensor]
     with torch.no_grad():
         for x in batches:
             emulation.rounding = False
-            fp32 = model(x).argmax(1)
+            fp32 = model(x)
             emulation.rounding = True
-            same += int((model(x).argmax(1) == fp32).sum())
-            total += fp32.numel()
+            agree, pixels = same_class_pixels(model(x), fp32)
+            same, total = same + agree, total + pixels
     emulation.rounding = False
     return same / total
+
+
+def _spread_inputs(
+    split: PreparedDataset, count: int, batch_size: int, device: torch.device, channels_last: bool
+) -> list[Tensor]:
+    """Up to ``count`` images spread over ``split``, in batches, as model inputs."""
+    picked = range(0, len(split), max(len(split) // count, 1))[:count]
+    images = torch.stack([torch.from_numpy(split[i][0]).permute(2, 0, 1) for i in picked])
+    return [
+        batch_to_input(b, device, channels_last=channels_last) for b in images.split(batch_size)
+    ]
+
+
+def _losses(
+    model: nn.Module, emulation: Int8Emulation, x: Tensor, y: Tensor, weight: Tensor
+) -> dict[str, Tensor]:
+    """Both forwards' cross-entropy and the symmetric KL between them."""
+    emulation.rounding = False
+    fp32 = model(x)
+    emulation.rounding = True
+    int8 = model(x)
+    emulation.rounding = False
+    return {
+        "ce_fp32": F.cross_entropy(fp32, y, weight=weight),
+        "ce_int8": F.cross_entropy(int8, y, weight=weight),
+        "kl": _symmetric_kl(fp32, int8),
+    }
 
 
 def finetune_for_int8(
@@ -235,12 +263,7 @@ def finetune_for_int8(
         raise UsageError(f"{data}: fewer train images than one batch of {batch_size}")
 
     def inputs(split: PreparedDataset, count: int) -> list[Tensor]:
-        """Up to ``count`` images spread over ``split``, in batches, as model inputs."""
-        picked = range(0, len(split), max(len(split) // count, 1))[:count]
-        images = torch.stack([torch.from_numpy(split[i][0]).permute(2, 0, 1) for i in picked])
-        return [
-            batch_to_input(b, dev, channels_last=channels_last) for b in images.split(batch_size)
-        ]
+        return _spread_inputs(split, count, batch_size, dev, channels_last)
 
     calibration = inputs(train, calibration_images)  # before the training transform is set
     train.transform = SegmentationTransform(train.size, augment=True, crop_p=0, blur_radius=0)
@@ -259,16 +282,7 @@ def finetune_for_int8(
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             x, y = batch_to_input(images, dev, channels_last=channels_last), labels.to(dev)
-            emulation.rounding = False
-            fp32 = model(x)
-            emulation.rounding = True
-            int8 = model(x)
-            emulation.rounding = False
-            parts = {
-                "ce_fp32": F.cross_entropy(fp32, y, weight=weight),
-                "ce_int8": F.cross_entropy(int8, y, weight=weight),
-                "kl": _symmetric_kl(fp32, int8),
-            }
+            parts = _losses(model, emulation, x, y, weight)
             loss = parts["ce_fp32"] + parts["ce_int8"] + consistency * parts["kl"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,30 +1,15 @@
-"""Rewrites of OpenVINO models that let its CPU plugin run ENet fast.
+"""Rewrites of OpenVINO models that let its CPU plugin run ENet fast, each where it pays on
+the CPU at hand (``rewrite_for_this_cpu``); each computes exactly what the model does.
 
-Row bands. On CPUs without AVX-512, OpenVINO runs a transposed convolution in int8 only while
-``in_channels**2 * out_height * out_width <= 2**26`` (a heuristic in its CPU plugin's
-``Deconvolution::canBeExecutedInInt8``); above it the layer runs in fp32 on dequantised
-values. ENet's last layer (16 channels in, 1024x512 out) is 2**27: in an int8 file it took
-15-17 of ~85 ms on a 2-core AVX2 CPU. Computed in bands of output rows, each under the
-bound, it runs in int8 (~4 ms) and one concat (3-6 ms) joins the bands. The bands compute
-exactly what the layer does: each reads the input rows that reach its output rows and crops
-the rest with its pads.
+- Row bands: without AVX-512, OpenVINO runs a transposed convolution in int8 only while
+  ``in_channels**2 * out_height * out_width <= 2**26`` (its ``canBeExecutedInInt8``); ENet's
+  last layer is split into bands of output rows under that bound.
+- Kernel choice: on AVX-512 CPUs, int8 convolutions are asked to run on the jit_avx512 kernels,
+  which apply ENet's per-channel PReLU cheaply (OpenVINO's own choice applies it slowly).
+- Image max-pool: an fp32 file pools the 3-channel image as 1-channel images, which OpenVINO
+  reads without reordering the image into a 16-channel blocked layout.
 
-Kernel choice. On AVX-512 CPUs OpenVINO picks its brgemm kernels for int8 convolutions
-(on AMX ones, brgemm and jit kernels that run on AMX tiles), and they apply a per-channel
-PReLU slowly (a oneDNN binary post-op): on a 2-core AMD EPYC with AVX-512 VNNI, ENet's
-encoder PReLUs cost ~15 of ~50 ms at 1024x512 (timed against the same file with ReLUs in
-their place). Its jit_avx512 (VNNI) kernels take per-channel PReLU as a cheap post-op; asked
-for them, the int8 file ran 1.4x-1.8x faster there (bench/latency.py, (d) against (d5)), and
-1.23x-1.36x faster on a 2-core Xeon with AMX (22.5-23.8 against 27.6-31.1 ms; with ReLUs
-in place of the PReLUs 21.6 ms): ENet's thin layers (16 to 128 channels) keep AMX's tiles
-mostly idle. The logits are the same. fp32 and bf16 files keep OpenVINO's choice: asked for jit
-kernels, they ran 3x (fp32) and 26x (bf16) slower on the AMX Xeon.
-
-Image max-pool. In fp32, OpenVINO pools the 3-channel image (ENet's initial block) in a
-16-channel blocked layout that it first reorders the whole image into (8-10 ms of ~90 at
-1024x512 on that CPU). Pooled as a batch of 1-channel images, it reads the image as it is
-(1.3 ms): faster in 9 of 10 runs there ((e) against (e2)). Not in int8, where OpenVINO's
-uint8 pool of one channel took 6.8 ms against 1.9 for three.
+The measurements behind each: docs/deployment.md (Backends).
 """
 
 from __future__ import annotations

@@ -1,43 +1,12 @@
 """int8 static quantisation of an exported ENet with ONNX Runtime (QDQ, per-channel weights).
 
-Activations are calibrated on real images (their ranges decide the int8 scales, so random
-inputs would not do); the result is judged on other images by how often its per-pixel class
-equals the fp32 model's. BatchNorm is folded into the convolutions before quantisation
-(ONNX Runtime's pre-processing), so every convolution becomes one int8 kernel. On the
-PyTorch side, ``snap_to_int8_grid`` (``enet snap``) puts a model's weights on the grid int8
-will use, so that the int8 model keeps them exactly.
-
-Every rounding costs agreement (ENet's margins between classes are small), so the scheme
-rounds where int8 pays and nowhere else. Measured on the shipped CamVid model, calibrated on
-the 4 CamVid train/val frames of ../shared/data, agreement on the 7 other real frames there
-(the model's weights as trained; see ``snap_to_int8_grid`` for the last step):
-
-- every op ONNX Runtime can quantise, min-max ranges (its defaults): 90.0% of pixels;
-- only the convolutions' inputs and weights (outputs, adds, PReLUs, pools stay fp32): 95.8%;
-- their input ranges at the 99.99th percentile instead of min-max (outliers no longer
-  stretch the int8 steps): 97.6%;
-- the first ``FP32_LEADING_CONVS`` convolutions in fp32 too (initial block and first
-  downsampling: one rounding there costs the most agreement, and they are ~2% of the
-  FLOPs): 98.2%;
-- asymmetric percentile ranges (ONNX Runtime's percentile method is symmetric by default,
-  which leaves half the uint8 steps unused below PReLU's small negative outputs): 98.4%;
-- only the convolution reads the int8 copy of its input: ONNX Runtime hands the dequantised
-  tensor to every consumer, so the residual stream was rounded at each of ENet's 23 adds
-  and the error piled up: 98.7%;
-- weights already on the int8 grid (``snap_to_int8_grid``, test mIoU unchanged): 99.2%.
-
-The residual stream in fp32 is the price of that agreement: OpenVINO adds, activates and
-rounds it in fp32 at every block, a fifth to a third of its int8 time. A model trained on
-its own rounding (``enet finetune-int8``, which emulates the int8 residual stream) agrees
-with it rounded, so ``residual="int8"`` is the default for such checkpoints. Its blocks'
-branches can be rounded too (``branches="int8"``): OpenVINO then adds, activates and rounds
-each block inside its last int8 convolution instead of in a pass of its own. Tuned, a model
-also needs no fp32 convolution, and its weights sit on a 7-bit grid: CPUs without VNNI (AVX2)
-add pairs of uint8 x int8 products in int16, which overflows with 8-bit weights
-(``REDUCED_WEIGHT_MAX``). ``TUNED_INT8_SCHEME`` is that layout.
-
-It is also a file OpenVINO runs in int8: OpenVINO crashes on quantised PRelu or
-BatchNormalization parameters and computes wrong results for quantised Slice/Reshape/Mul.
+Activations are calibrated on real images (their ranges decide the int8 scales); the result is
+judged on other images by how often its per-pixel class equals the fp32 model's. Every
+rounding costs agreement, so ``Int8Scheme`` rounds only where int8 pays: the convolutions'
+inputs and weights at asymmetric 99.99th-percentile ranges, and, for a checkpoint tuned by
+``enet finetune-int8`` (``TUNED_INT8_SCHEME``), the residual stream and the blocks' branches
+too. ``snap_to_int8_grid`` (``enet snap``) puts a model's weights on the grid int8 will use.
+docs/deployment.md says how each choice was measured.
 """
 
 from __future__ import annotations
@@ -63,6 +32,7 @@ from ..checkpoint import (
 from ..errors import EnetError
 from ..fileio import check_output_file, scratch_folder
 from ..images import read_rgb
+from ..metrics import same_class_pixels
 from ..model import BOTTLENECKS
 from ..runtime import image_to_input
 
@@ -183,8 +153,8 @@ class QuantizationError(EnetError):
 
 
 #: What ``enet finetune-int8`` trains a model for: every convolution int8 (the tuning wins
-#: back what rounding the first ones costs: 98.8% agreement with 2 of them fp32, 96.6% with
-#: none, untuned), 7-bit weights, an int8 residual stream and int8 block branches.
+#: back what rounding the first ones costs), 7-bit weights, an int8 residual stream and int8
+#: block branches.
 TUNED_INT8_SCHEME = Int8Scheme(
     residual="int8", fp32_convs=0, weight_max=REDUCED_WEIGHT_MAX, branches="int8"
 )
@@ -218,10 +188,9 @@ def argmax_agreement(
     same = total = 0
     worst = 1.0
     for x in image_batches(images, size):
-        pa, pb = a(x).argmax(1), b(x).argmax(1)
-        agree = int((pa == pb).sum())
-        same, total = same + agree, total + pa.size
-        worst = min(worst, agree / pa.size)
+        agree, pixels = same_class_pixels(a(x), b(x))
+        same, total = same + agree, total + pixels
+        worst = min(worst, agree / pixels)
     return same / total, worst
 
 
@@ -250,11 +219,11 @@ def quantize_int8(
 
     ``scheme.residual``: "fp32" hands the adds and pools of the residual stream the
     unrounded tensors (agrees best with fp32 for any checkpoint); "int8" lets them read the
-    rounded ones, as ONNX Runtime wires QDQ by default: on OpenVINO 8-36% faster (the
-    residual stream stays in int8; bench/latency.py, (d) against (d2)), for a checkpoint
-    trained on that rounding (``enet finetune-int8``; on others it costs ~0.3 points of
-    agreement). ``scheme.branches="int8"`` rounds each bottleneck's branch before its add
-    (calibrated like the rest); the add's shortcut is left as the residual stream has it."""
+    rounded ones, as ONNX Runtime wires QDQ by default: faster on OpenVINO (the residual
+    stream stays in int8), for a checkpoint trained on that rounding (``enet finetune-int8``;
+    on others it costs agreement). ``scheme.branches="int8"`` rounds each bottleneck's
+    branch before its add (calibrated like the rest); the add's shortcut is left as the
+    residual stream has it."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -495,9 +464,8 @@ def snap_to_int8_grid(model: nn.Module, scheme: Int8Scheme = Int8Scheme()) -> li
     (symmetric, per output channel), in place; returns their names.
 
     int8 then loses nothing on weights: per output channel the grid scales with the
-    channel, so BatchNorm folded in at export keeps them on it. Measured on the shipped
-    CamVid model: test mIoU 52.65 -> 52.80, int8 agreement with fp32 98.7% -> 99.2%.
-    The rounding changes the fp32 model a little (1% of pixels there): evaluate after."""
+    channel, so BatchNorm folded in at export keeps them on it. The rounding changes the
+    fp32 model a little: evaluate it after."""
     names = int8_convolutions(model, scheme.fp32_convs)
     with torch.no_grad():
         for name in names:

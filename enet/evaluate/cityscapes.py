@@ -91,27 +91,59 @@ def evaluate_cityscapes(
     gts = _ground_truth(Path(root), split)
     evaluator = CityscapesEvaluator()
     if predictions is not None:
-        found: dict[str, list[Path]] = {}
-        for p in Path(predictions).rglob("*.png"):
-            found.setdefault(frame_key(p.name), []).append(p)
-        keys = [frame_key(g.name) for g in gts]
-        missing = [k for k in keys if k not in found]
-        double = [k for k in keys if len(found.get(k, [])) > 1]
-        if missing or double:
-            raise UsageError(
-                f"{predictions}: {len(missing)} ground-truth frames without a "
-                f"prediction (e.g. {missing[:3]}), {len(double)} with several "
-                f"(e.g. {double[:3]})"
-            )
-        for gt_file, key in zip(gts, keys, strict=True):
-            pred_file = found[key][0]
-            pred = read_label(pred_file)
-            _check_prediction(pred, pred_file)
-            _add_to(evaluator, pred, gt_file, pred_file)
-        return evaluator.results()
-
-    if checkpoint is None:
+        _score_predictions(evaluator, Path(predictions), gts)
+    elif checkpoint is not None:
+        out_dir = Path(save_predictions) if save_predictions else None
+        if out_dir is not None:
+            check_not_input(out_dir, [root, checkpoint])
+            _check_free(out_dir, gts, overwrite)
+        _score_model(evaluator, Path(checkpoint), Path(root), split, gts, device, out_dir)
+    else:
         raise UsageError("--protocol cityscapes needs a checkpoint or --predictions DIR")
+    return evaluator.results()
+
+
+def _score_predictions(evaluator: CityscapesEvaluator, folder: Path, gts: list[Path]) -> None:
+    found: dict[str, list[Path]] = {}
+    for p in folder.rglob("*.png"):
+        found.setdefault(frame_key(p.name), []).append(p)
+    keys = [frame_key(g.name) for g in gts]
+    missing = [k for k in keys if k not in found]
+    double = [k for k in keys if len(found.get(k, [])) > 1]
+    if missing or double:
+        raise UsageError(
+            f"{folder}: {len(missing)} ground-truth frames without a prediction (e.g. "
+            f"{missing[:3]}), {len(double)} with several (e.g. {double[:3]})"
+        )
+    for gt_file, key in zip(gts, keys, strict=True):
+        pred_file = found[key][0]
+        pred = read_label(pred_file)
+        _check_prediction(pred, pred_file)
+        _add_to(evaluator, pred, gt_file, pred_file)
+
+
+def _submission_name(folder: Path, gt_file: Path) -> Path:
+    return folder / gt_file.parent.name / f"{frame_key(gt_file.name)}_leftImg8bit.png"
+
+
+def _check_free(folder: Path, gts: list[Path], overwrite: bool) -> None:
+    existing = [p for p in (_submission_name(folder, g) for g in gts) if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(
+            f"{existing[0]}: already exists (pass --overwrite to replace the predictions in "
+            f"{folder}, or choose another folder)"
+        )
+
+
+def _score_model(
+    evaluator: CityscapesEvaluator,
+    checkpoint: Path,
+    root: Path,
+    split: str,
+    gts: list[Path],
+    device: str,
+    out_dir: Path | None,
+) -> None:
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
     if model.encoder_only:
@@ -120,21 +152,9 @@ def evaluate_cityscapes(
     w, h = tuple(ckpt.get("config", {}).get("size", ()) or (1024, 512))
     dev = resolve_device(device)
     model.to(dev).eval()
-    out_dir = Path(save_predictions) if save_predictions else None
-    if out_dir is not None:
-        check_not_input(out_dir, [p for p in (root, checkpoint) if p is not None])
-    if out_dir is not None and not overwrite:
-        for gt_file in gts:
-            name = out_dir / gt_file.parent.name / f"{frame_key(gt_file.name)}_leftImg8bit.png"
-            if name.exists():
-                raise OutputError(
-                    f"{name}: already exists (pass --overwrite to replace the predictions in "
-                    f"{out_dir}, or choose another folder)"
-                )
     for gt_file in gts:
         key = frame_key(gt_file.name)
-        city = gt_file.parent.name
-        image_file = Path(root) / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png"
+        image_file = root / "leftImg8bit" / split / gt_file.parent.name / f"{key}_leftImg8bit.png"
         full = read_rgb(image_file)
         x = torch.from_numpy(image_to_input(full, (w, h))).to(dev)
         with torch.inference_mode():
@@ -145,6 +165,4 @@ def evaluate_cityscapes(
             pred = lut[logits.argmax(1)[0].cpu().numpy().astype(np.uint8)]
         _add_to(evaluator, pred, gt_file)
         if out_dir is not None:
-            name = out_dir / city / f"{key}_leftImg8bit.png"
-            write_png_atomic(name, pred, replace=overwrite)
-    return evaluator.results()
+            write_png_atomic(_submission_name(out_dir, gt_file), pred)
