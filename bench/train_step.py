@@ -2,6 +2,7 @@
 
     python bench/train_step.py [--batch 2] [--size 1024x512] [--repeats 5]
     python bench/train_step.py --device cuda --batch 6 --repeats 30   # on a GPU
+    python bench/train_step.py --fine-tune --size 320x320   # the finetune preset's CPU path
 
 Baseline: the ``pytorch-enet`` variant in plain eager fp32 NCHW with the default Adam
 (PyTorch-ENet's own setup: on a CPU it loops over the tensors). Our paths use Adam's ``foreach``
@@ -11,6 +12,9 @@ Then our paths: eager, channels_last, bf16 autocast, torch.compile, and channel-
 On a GPU: bf16 + channels_last eager, compiled, and compiled with CUDA graphs
 ("reduce-overhead": ENet's small kernels leave a GPU waiting on their launches).
 Prints ms/step and the speed-up over the baseline measured in this same run.
+``--fine-tune``: the baseline against the ``finetune`` preset's settings as ``enet train``
+resolves them on this machine, also over a whole fine-tune (``--fine-tune-steps``) with the
+compilation counted (the inductor's on-disk cache is off, so compilation is paid in full).
 """
 
 from __future__ import annotations
@@ -21,12 +25,18 @@ import os
 import platform
 import statistics
 import time
+import warnings
 
 import torch
+import torch._inductor.config
 
 from enet.losses import SEED_DECODER_WEIGHTS, weighted_cross_entropy
 from enet.model import ENet
+from enet.runtime import resolve_amp
+from enet.train.config import load_config
 from enet.train.engine import param_groups
+
+WARMUP_STEPS = 3  # compilation, graph capture, allocator
 
 
 def step_time(
@@ -42,7 +52,8 @@ def step_time(
     dropout_kind: str = "auto",
     device: str = "cpu",
     foreach: bool | None = True,
-) -> float:
+) -> tuple[float, float]:
+    """(median ms per step, seconds of the warm-up steps, compilation included)."""
     torch.manual_seed(0)
     model = ENet(20, variant, dropout_kind=dropout_kind).train().to(device)
     if channels_last:
@@ -57,7 +68,7 @@ def step_time(
     y = torch.randint(0, 20, (batch, h, w), device=device)
     dev_type = torch.device(device).type
     times = []
-    for i in range(repeats + 3):  # three warm-up steps (compilation, graph capture, allocator)
+    for _ in range(repeats + WARMUP_STEPS):
         start = time.perf_counter()
         with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             logits = net(x)
@@ -67,9 +78,8 @@ def step_time(
         opt.step()
         if dev_type == "cuda":
             torch.cuda.synchronize()
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[WARMUP_STEPS:]) * 1e3, sum(times[:WARMUP_STEPS])
 
 
 def cpu_paths(skip_compile: bool) -> dict[str, dict]:
@@ -89,6 +99,25 @@ def cpu_paths(skip_compile: bool) -> dict[str, dict]:
         paths["pytorch-enet compile fp32 channels_last"] = dict(
             variant="pytorch-enet", channels_last=True, compile=True
         )
+    return paths
+
+
+def fine_tune_paths() -> dict[str, dict]:
+    """The baseline and the ``finetune`` preset's step, resolved as ``enet train`` does."""
+    cfg = load_config("finetune")
+    preset = dict(
+        variant=cfg.variant,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        amp=resolve_amp(cfg.amp, torch.device("cpu")),
+        dropout_kind=cfg.dropout_kind,
+    )
+    paths = {
+        "baseline: pytorch-enet eager fp32 NCHW": dict(variant="pytorch-enet", foreach=None),
+        "finetune preset": preset,
+    }
+    if preset["amp"] != "off":  # what the preset does on a CPU without native bf16
+        paths["finetune preset in fp32"] = {**preset, "amp": "off"}
     return paths
 
 
@@ -123,16 +152,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--fine-tune", action="store_true", help="the finetune preset's path")
+    parser.add_argument(
+        "--fine-tune-steps",
+        type=int,
+        default=1140,
+        help="steps of a whole fine-tune (default: 20 epochs of 231 images at batch 4)",
+    )
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    paths = cuda_paths(args.skip_compile) if args.device == "cuda" else cpu_paths(args.skip_compile)
+    if args.fine_tune:
+        torch._inductor.config.force_disable_caches = True  # pay compilation in full
+        warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
+        paths = fine_tune_paths()
+    elif args.device == "cuda":
+        paths = cuda_paths(args.skip_compile)
+    else:
+        paths = cpu_paths(args.skip_compile)
     torch.backends.cudnn.benchmark = True  # as enet train does: fixed shapes, tuned kernels
-    results = {}
+    results, warmup = {}, {}
     for name, kw in paths.items():
-        results[name] = step_time(
+        results[name], warmup[name] = step_time(
             batch=args.batch, size=size, repeats=args.repeats, device=args.device, **kw
         )
-        print(f"{name:40s} {results[name]:8.1f} ms/step", flush=True)
+        print(f"{name:40s} {results[name]:8.1f} ms/step (warm-up {warmup[name]:.1f} s)", flush=True)
     base = results["baseline: pytorch-enet eager fp32 NCHW"]
     best = min((v, k) for k, v in results.items() if not k.startswith("baseline"))
     print(
@@ -149,6 +192,18 @@ def main() -> None:
         )
     )
     print(f"fastest: {best[1]}: {base / best[0]:.2f}x the baseline")
+    if args.fine_tune:
+        steps, baseline_name = args.fine_tune_steps, "baseline: pytorch-enet eager fp32 NCHW"
+
+        def whole(key: str) -> float:  # seconds of a fine-tune, warm-up steps as measured
+            return warmup[key] + results[key] * (steps - WARMUP_STEPS) / 1e3
+
+        for name in [k for k in results if k != baseline_name]:
+            print(
+                f"{name} over {steps} steps, compilation included: {whole(name):.0f} s "
+                f"against {whole(baseline_name):.0f} s, "
+                f"{whole(baseline_name) / whole(name):.2f}x the baseline"
+            )
 
 
 if __name__ == "__main__":

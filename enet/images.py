@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from .errors import DataError
 
-__all__ = ["MAX_IMAGE_PIXELS", "image_size", "read_label", "read_rgb"]
+__all__ = ["MAX_IMAGE_PIXELS", "image_size", "read_label", "read_mask", "read_rgb"]
 
 #: Larger images are refused before they are decoded (PIL's own guard starts at 89 Mpx with
 #: a warning only); 8K video frames (33 Mpx) are well inside.
@@ -122,5 +122,27 @@ def read_label(path: str | Path, *, palette: bool = False) -> np.ndarray:
         if im.mode in ("LA", "PA", "F", "1"):
             raise DataError(
                 f"{path}: a {im.mode} image, but labels are single-channel 8- or 16-bit id maps"
+            )
+        return np.asarray(im)
+
+
+def read_mask(path: str | Path, *, colour: bool) -> np.ndarray:
+    """A dataset's mask as stored: with ``colour``, H x W x 3 uint8 colours (a palette image
+    converted, alpha dropped); else H x W class values (8- or 16-bit grey, or a palette
+    image's indices, as Pascal VOC stores classes). A mask of the other kind is refused."""
+    path = Path(path)
+    im = _open(path, "mask")
+    with im:
+        _load(im, path, "mask")
+        if colour:
+            if im.mode not in ("RGB", "RGBA", "P"):
+                raise DataError(
+                    f"{path}: a {im.mode} image among colour masks (save every mask the same way)"
+                )
+            return np.asarray(im.convert("RGB"))
+        if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "F", "1"):
+            raise DataError(
+                f"{path}: a {im.mode} image among class-index masks (a colour mask? give the "
+                "classes file with colours, and save every mask the same way)"
             )
         return np.asarray(im)

@@ -8,6 +8,7 @@ an absent class scores 0; mIoU is the plain mean over the non-void classes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ __all__ = [
     "iou_from_confusion",
     "same_class_pixels",
     "write_310_metric",
+    "write_metric_json",
     "write_seed_metrics",
 ]
 
@@ -106,14 +108,35 @@ def write_seed_metrics(
         f"iou_class {iou}\n"
     )
     write_text_atomic(path, text)
-    names = class_names or [str(i) for i in range(len(iou))]
+    json_path = write_metric_json(
+        path.with_suffix(".json"),
+        iou,
+        model_path=model_path,
+        class_names=class_names,
+        protocol=protocol,
+        mean_loss=mean_loss,
+    )
+    return path, json_path
+
+
+def write_metric_json(
+    path: str | Path,
+    iou_class: np.ndarray,
+    *,
+    model_path: str,
+    class_names: Sequence[str] | None,
+    protocol: str,
+    mean_loss: float | None = None,
+    replace: bool = True,
+) -> Path:
+    """The scores by class name, for people and scripts that should not parse NumPy's repr."""
+    iou = np.asarray(iou_class, dtype=np.float64)
+    names = list(class_names or [str(i) for i in range(len(iou))])
     summary = {
         "protocol": protocol,
         "model_path": model_path,
         "mean_iou": float(iou.mean()),
-        "mean_loss": float(mean_loss),
+        **({} if mean_loss is None else {"mean_loss": float(mean_loss)}),
         "iou_class": dict(zip(names, iou.tolist(), strict=True)),
     }
-    json_path = path.with_suffix(".json")
-    write_json_atomic(json_path, summary)
-    return path, json_path
+    return write_json_atomic(path, summary, replace=replace)

@@ -27,6 +27,7 @@ __all__ = [
     "VARIANTS",
     "ENet",
     "check_input_size",
+    "classifier_keys",
     "nearest_valid_sizes",
     "transfer_encoder",
 ]
@@ -490,6 +491,13 @@ class ENet(nn.Module):
         if self.encoder_only:
             return self.pred(features)
         return self.decoder(features, skips)
+
+
+def classifier_keys(model: ENet) -> list[str]:
+    """The state-dict entries of the layer that maps features to classes: the last
+    transposed convolution of a full ENet, the 1x1 head of an encoder."""
+    prefix = "pred." if model.encoder_only else "decoder.fullconv."
+    return [k for k in model.state_dict() if k.startswith(prefix)]
 
 
 def transfer_encoder(source: ENet, target: ENet) -> ENet:

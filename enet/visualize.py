@@ -78,7 +78,12 @@ def legend(names: Sequence[str], palette: Sequence[Sequence[int]], width: int) -
 
 
 def plot_confusion(
-    confusion: np.ndarray, names: Sequence[str], path: str | Path, title: str = ""
+    confusion: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    *,
+    replace: bool = True,
 ) -> Path:
     """Row-normalised confusion matrix (ground truth rows, predicted columns) as a heatmap."""
     import matplotlib
@@ -97,6 +102,6 @@ def plot_confusion(
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     path = Path(path)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), replace=replace)
     plt.close(fig)
     return path

@@ -255,7 +255,7 @@ def test_infer_outputs_never_collide_and_outputs_are_never_inputs(model, frames,
         assert code == 2 and ("lies in the input folder" in err or "is also the input" in err)
         assert timing.read_bytes() == before
     code, err = _cli(capsys, *args, "--overwrite", "--labels", str(tmp_path / "nope"))
-    assert code == 2 and "nope: no such folder (--labels takes a gtFine folder)" in err
+    assert code == 2 and "nope: no such folder (--labels takes a folder of labels)" in err
 
 
 def test_eval_never_replaces_metrics_unless_asked(model, tiny_data, tmp_path, capsys):

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from enet.checkpoint import load_checkpoint
 from enet.convert import import_checkpoint
-from enet.data import cityscapes
 from enet.data.dataset import PreparedDataset
+from enet.data.layouts import layout_for
 from enet.data.prepare import read_manifest
 from enet.data.source import SourceSample, load_pair
 from enet.deploy.onnx_meta import onnx_metadata
@@ -207,7 +207,7 @@ def test_label_pngs(tmp_path):
 
     def read_pair(path: Path) -> None:
         read_label(path)
-        load_pair(SourceSample("x", image, path), cityscapes, None)
+        load_pair(SourceSample("x", image, path), layout_for("cityscapes", "."), None)
 
     @fuzz_settings("label PNG")
     @given(st.one_of(files_like(seed, b"\x89PNG\r\n\x1a\n"), png_with_valid_crcs(seed)))

@@ -291,8 +291,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         "mean/p50/p90, throughput). Outputs mirror the inputs' sub-folders. MODEL may be a "
         "bundled model's name (camvid). Any size: padded to a multiple of 8, or resized with "
         "--resize (always for fixed-size ONNX models). --labels DIR adds the seed's 310 "
-        "metric.txt. Unreadable files are reported and skipped; the exit code is 1 if any "
-        "were.",
+        "metric.txt, metric.json and confusion.png. Unreadable files are reported and "
+        "skipped; the exit code is 1 if any were.",
     )
     p.add_argument(
         "inputs", nargs="+", type=Path, metavar="INPUT", help="images, videos or folders of them"
@@ -313,7 +313,12 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--resize", type=types.size, help="run the model at WxH (e.g. 1024x512)")
-    p.add_argument("--labels", type=Path, help="gtFine folder: compute the seed's metric.txt")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="folder of labels (gtFine, or the masks of a folder dataset): compute the seed's "
+        "metric.txt (+ metric.json, confusion.png)",
+    )
     p.add_argument("--timing", type=Path, help="timing JSON path (default OUT/timing.json)")
     p.add_argument("--no-pictures", action="store_true", help="only the _pred.png files")
     p.add_argument(

@@ -15,7 +15,7 @@ __all__ = ["register"]
 _RUN_SETTINGS = (
     "data", "out", "stage", "config", "variant", "size", "batch_size", "lr", "epochs",
     "repeat", "amp", "channels_last", "compile", "sync_bn", "seed", "deterministic",
-    "save_every", "val_every", "tensorboard", "init", "set",
+    "save_every", "val_every", "tensorboard", "init", "freeze", "set",
 )  # fmt: skip
 
 
@@ -41,6 +41,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "val_every": args.val_every,
         "tensorboard": args.tensorboard or None,
         "init": str(args.init) if args.init else None,
+        "freeze": args.freeze,
     }
     for n, value in enumerate(args.epochs or [], 1):
         values[f"stage{n}.epochs"] = value
@@ -121,7 +122,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=types.count(0), help="loader processes per device (default 4)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"])
+    p.add_argument(
+        "--amp",
+        choices=["off", "bf16", "fp16", "auto"],
+        help="mixed precision (default off; auto: bf16 on a CPU that computes it natively)",
+    )
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
@@ -135,7 +140,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument(
-        "--init", type=Path, help="enet checkpoint to start from, or 'random' (any stage)"
+        "--init",
+        type=Path,
+        help="enet checkpoint or bundled model (camvid) to start from, or 'random'; with "
+        "other classes than the data's, every layer is copied but the classifier",
+    )
+    p.add_argument(
+        "--freeze",
+        choices=["encoder"],
+        help="train the decoder only: the encoder stays as --init has it",
     )
     p.add_argument(
         "--set",

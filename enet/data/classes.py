@@ -11,7 +11,15 @@ from typing import Any
 from ..errors import UsageError
 from . import camvid, cityscapes
 
-__all__ = ["CLASS_SETS", "ClassSet", "check_same_classes", "class_set", "generic_class_set"]
+__all__ = [
+    "CLASS_SETS",
+    "ClassSet",
+    "check_same_classes",
+    "class_set",
+    "generic_class_set",
+    "generic_palette",
+    "same_classes",
+]
 
 _BLACK = (0, 0, 0)
 
@@ -25,18 +33,25 @@ class ClassSet:
     names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     void: int | None
+    #: how a dataset's masks store the classes, for a folder dataset (``folder.decode_mask``):
+    #: {"kind": "index" | "colour", "values": the mask value (or packed RGB) of each class,
+    #: None for void, "ignore": the value (or colour) that is void, or None}
+    encoding: dict | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "names": list(self.names),
             "palette": [list(c) for c in self.palette],
             "void": self.void,
         }
+        if self.encoding is not None:
+            out["encoding"] = self.encoding
+        return out
 
     @classmethod
     def from_dict(cls, d: Any) -> ClassSet:
@@ -60,23 +75,45 @@ class ClassSet:
                 raise ValueError(f"palette colour {colour!r} is not three integers in 0..255")
         if void is not None and (type(void) is not int or not 0 <= void < len(names)):
             raise ValueError(f"void {void!r} is not a class index below {len(names)} (or null)")
-        return cls(name, tuple(names), tuple(tuple(c) for c in palette), void)
+        encoding = d.get("encoding")
+        if encoding is not None:
+            values = encoding.get("values") if isinstance(encoding, dict) else None
+            ignore = encoding.get("ignore") if isinstance(encoding, dict) else None
+            if (
+                encoding.get("kind") not in ("index", "colour")
+                or not isinstance(values, list)
+                or len(values) != len(names)
+                or not all(v is None or type(v) is int for v in values)
+                or not (ignore is None or type(ignore) is int)
+            ):
+                raise ValueError("class set encoding is not {kind, values per class, ignore}")
+        return cls(name, tuple(names), tuple(tuple(c) for c in palette), void, encoding)
+
+
+def same_classes(model: ClassSet, data: ClassSet) -> bool:
+    """Whether a model's outputs mean the data's classes, in the same order: two class sets of
+    one size may still differ (PyTorch-ENet's Cityscapes order puts "unlabeled" first). A
+    model with unnamed classes (``generic``) is taken at its count. The void output's name
+    does not matter ("unlabeled", "void")."""
+    if model.num_classes != data.num_classes:
+        return False
+    return model.name == "generic" or (_scored(model), model.void) == (_scored(data), data.void)
+
+
+def _scored(classes: ClassSet) -> list[str]:
+    return [n for i, n in enumerate(classes.names) if i != classes.void]
 
 
 def check_same_classes(
     model: ClassSet, data: ClassSet, model_path: object, data_path: object
 ) -> None:
-    """``UsageError`` unless a model's outputs mean the data's classes, in the same order:
-    two class sets of one size may still differ (PyTorch-ENet's Cityscapes order puts
-    "unlabeled" first). A model with unnamed classes (``generic``) is taken at its count."""
-    if model.num_classes != data.num_classes or (
-        model.name != "generic" and (model.names, model.void) != (data.names, data.void)
-    ):
+    """``UsageError`` unless ``same_classes``."""
+    if not same_classes(model, data):
         differ = next(
             (
                 f"output {i} is {a!r} in the model, {b!r} in the data"
                 for i, (a, b) in enumerate(zip(model.names, data.names, strict=False))
-                if a != b
+                if a != b and not i == model.void == data.void
             ),
             f"{model.num_classes} outputs, {data.num_classes} classes",
         )
@@ -105,13 +142,17 @@ CLASS_SETS: dict[str, ClassSet] = {
 }
 
 
+def generic_palette(count: int) -> tuple[tuple[int, int, int], ...]:
+    """``count`` well-spread colours, for classes that come without their own."""
+    return tuple(
+        ((37 * i + 71) % 256, (91 * i + 13) % 256, (157 * i + 199) % 256) for i in range(count)
+    )
+
+
 def generic_class_set(num_classes: int) -> ClassSet:
     """Names ``class_0..`` and well-spread colours for a model whose classes are not known."""
-    palette = tuple(
-        ((37 * i + 71) % 256, (91 * i + 13) % 256, (157 * i + 199) % 256)
-        for i in range(num_classes)
-    )
-    return ClassSet("generic", tuple(f"class_{i}" for i in range(num_classes)), palette, None)
+    names = tuple(f"class_{i}" for i in range(num_classes))
+    return ClassSet("generic", names, generic_palette(num_classes), None)
 
 
 def class_set(name: str) -> ClassSet:

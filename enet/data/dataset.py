@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .classes import ClassSet, class_set
-from .prepare import LAYOUTS, read_manifest
+from .classes import ClassSet
+from .layouts import layout_for
+from .prepare import read_manifest
 from .source import DataError, load_pair
 
 __all__ = ["PreparedDataset", "SourceDataset", "open_dataset"]
@@ -110,11 +111,11 @@ class SourceDataset(Dataset):
         transform: Transform | None = None,
         size: tuple[int, int] | None = None,
     ) -> None:
-        self.layout = LAYOUTS[dataset]
+        self.layout = layout_for(dataset, root)
         self.root = Path(root)
         self.samples = self.layout.find_samples(self.root, split)
         self.keys = [s.key for s in self.samples]
-        self.classes = class_set(self.layout.CLASS_SET)
+        self.classes = self.layout.classes
         self.size = size or self.layout.DEFAULT_SIZE
         self.transform = transform
 

@@ -26,7 +26,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -40,16 +39,14 @@ from ..losses import (
     enet_weights,
     median_frequency_weights,
 )
-from . import camvid, cityscapes
-from .classes import ClassSet, class_set
+from .classes import ClassSet
+from .layouts import DATASETS, layout_for
 from .parallel import run_parallel
-from .source import DataError, SourceSample, load_pair
+from .source import DataError, DatasetLayout, SourceSample, load_pair
 
-__all__ = ["FORMAT_VERSION", "LAYOUTS", "prepare", "read_manifest"]
+__all__ = ["FORMAT_VERSION", "prepare", "read_manifest"]
 
 FORMAT_VERSION = 1
-LAYOUTS: dict[str, ModuleType] = {"cityscapes": cityscapes, "camvid": camvid}
-DEFAULT_SPLITS = {"cityscapes": ("train", "val"), "camvid": ("train", "val", "test")}
 _STATUS_DONE, _STATUS_FAILED = 1, 2
 
 
@@ -113,9 +110,9 @@ def _memmap(path: Path) -> np.ndarray:
 
 def _process(job: tuple) -> tuple[int, np.ndarray | None, str | None]:
     """Decode sample ``index`` into the split's memmaps; return its class histogram."""
-    index, sample, dataset, size, work, num_classes = job
+    index, sample, layout, size, work, num_classes = job
     try:
-        image, label = load_pair(sample, LAYOUTS[dataset], size)
+        image, label = load_pair(sample, layout, size)
     except DataError as exc:
         return index, None, str(exc)
     _memmap(work / "images.npy")[index] = image
@@ -126,10 +123,20 @@ def _process(job: tuple) -> tuple[int, np.ndarray | None, str | None]:
 # --- parent side ---------------------------------------------------------------------------
 
 
-def _plan(dataset: str, root: Path, split: str, samples: list[SourceSample], size) -> dict:
+def _plan(
+    dataset: str,
+    root: Path,
+    split: str,
+    samples: list[SourceSample],
+    size,
+    layout: DatasetLayout,
+) -> dict:
     """What a split's work folder is for; a rerun with another plan starts that split over."""
     keys = [s.key for s in samples]
-    digest = hashlib.sha256(json.dumps([dataset, str(root), split, keys, size]).encode())
+    what = [dataset, str(root), split, keys, size]
+    if dataset == "folder":  # its classes and options decide the arrays too
+        what += [layout.classes.to_dict(), layout.to_dict()]
+    digest = hashlib.sha256(json.dumps(what).encode())
     return {
         "dataset": dataset,
         "split": split,
@@ -183,6 +190,7 @@ def _finalize(work: Path, final: Path, plan: dict, status: np.ndarray, skipped: 
 
 
 def _prepare_split(
+    layout: DatasetLayout,
     dataset: str,
     root: Path,
     out: Path,
@@ -192,12 +200,11 @@ def _prepare_split(
     skip_bad: bool,
     progress: bool,
 ) -> dict:
-    layout = LAYOUTS[dataset]
-    classes = class_set(layout.CLASS_SET)
+    classes = layout.classes
     unpaired: list[str] = []
     samples = layout.find_samples(root, split, unpaired)
     size = tuple(size or layout.DEFAULT_SIZE or _source_size(samples))
-    plan = _plan(dataset, root, split, samples, size)
+    plan = _plan(dataset, root, split, samples, size, layout)
     final = out / split
     done_file = final / "split.json"
     if done_file.is_file() and json.loads(done_file.read_text())["plan_hash"] == plan["plan_hash"]:
@@ -212,7 +219,7 @@ def _prepare_split(
     if len(todo) < len(samples):
         print(f"{split}: resuming, {len(samples) - len(todo)} of {len(samples)} already done")
     histograms = np.load(work / "histograms.npy", mmap_mode="r+")
-    jobs = [(int(i), samples[i], dataset, size, work, classes.num_classes) for i in todo]
+    jobs = [(int(i), samples[i], layout, size, work, classes.num_classes) for i in todo]
     errors: dict[int, str] = {}
     results = run_parallel(_process, jobs, workers, desc=f"prepare {split}", progress=progress)
     try:
@@ -266,32 +273,53 @@ def prepare(
     skip_bad: bool = False,
     enet_c: float = 1.02,
     progress: bool = True,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    classes_file: str | Path | None = None,
+    ignore: int | None = 255,
+    val_fraction: float = 0.0,
+    resize_masks: bool = False,
 ) -> dict:
     """Prepare ``splits`` of ``dataset`` from ``root`` into ``out``; returns the manifest.
 
-    ``size`` is (width, height); default: Cityscapes 1024x512, CamVid its source size.
-    Rerunning is cheap (finished splits are skipped) and finishes an interrupted run.
+    ``size`` is (width, height); default: Cityscapes 1024x512, CamVid and folders their
+    source size. A folder dataset (``dataset="folder"``, ``folder.py``) takes the rest:
+    where its images and masks are, its classes file, the masks' ignore value, the share of
+    train to hold out as val where there is no val split, and whether masks of their image's
+    aspect ratio are scaled to it. Rerunning is cheap (finished splits are skipped) and
+    finishes an interrupted run.
     """
-    if dataset not in LAYOUTS:
-        raise UsageError(f"unknown dataset {dataset!r}; choose one of {', '.join(LAYOUTS)}")
     if not enet_c > 1:
         raise UsageError(f"--enet-c must be above 1 (ENet's weights 1/ln(c + p)), got {enet_c}")
     root, out = Path(root), Path(out)
     _check_paths(root, out)
+    layout = layout_for(
+        dataset,
+        root,
+        images=images,
+        masks=masks,
+        classes_file=classes_file,
+        ignore=ignore,
+        val_fraction=val_fraction,
+        resize_masks=resize_masks,
+    )
     with locked_folder(out, "prepare", claim=True, recognise=_made_by_prepare):
-        return _prepare_into(dataset, root, out, splits, size, workers, skip_bad, enet_c, progress)
+        return _prepare_into(
+            layout, dataset, root, out, splits, size, workers, skip_bad, enet_c, progress
+        )
 
 
 def _made_by_prepare(folder: Path) -> bool:
     """An output of enet prepare from before folders were marked."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        return manifest.get("dataset") in LAYOUTS and "splits" in manifest
+        return manifest.get("dataset") in DATASETS and "splits" in manifest
     except (OSError, ValueError, AttributeError):
         return any((folder / ".partial").glob("*/plan.json"))
 
 
 def _prepare_into(
+    layout: DatasetLayout,
     dataset: str,
     root: Path,
     out: Path,
@@ -303,20 +331,26 @@ def _prepare_into(
     progress: bool,
 ) -> dict:
     explicit = splits is not None
-    splits = splits or DEFAULT_SPLITS[dataset]
+    splits = splits or layout.splits()
     workers = workers or os.cpu_count() or 1
-    layout = LAYOUTS[dataset]
-    classes = class_set(layout.CLASS_SET)
+    classes = layout.classes
 
     manifest_path = out / "manifest.json"
     manifest = read_manifest(out) if manifest_path.is_file() else {}
     if manifest and manifest.get("dataset") != dataset:
         raise UsageError(f"{out} already holds a prepared {manifest.get('dataset')} set")
+    if manifest and manifest["classes"] != classes.to_dict():
+        raise UsageError(
+            f"{out}: holds a set prepared with other classes ({manifest['classes']['name']}: "
+            f"{', '.join(manifest['classes']['names'][:4])}, ...) (choose another --out)"
+        )
     split_info = dict(manifest.get("splits", {}))
     start = time.perf_counter()
     for split in splits:
         try:
-            info = _prepare_split(dataset, root, out, split, size, workers, skip_bad, progress)
+            info = _prepare_split(
+                layout, dataset, root, out, split, size, workers, skip_bad, progress
+            )
         except DataError as exc:
             if explicit or "not found" not in str(exc):
                 raise
@@ -352,6 +386,7 @@ def _prepare_into(
         "dataset": dataset,
         "source": str(root.resolve()),
         "classes": classes.to_dict(),
+        "layout": layout.to_dict(),
         "splits": split_info,
         "weights": {"from_split": ref, "enet_c": enet_c, **weights},
     }

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..images import read_label, read_rgb
+from ..images import read_rgb
+
+if TYPE_CHECKING:
+    from .classes import ClassSet
 
 __all__ = [
     "DataError",
@@ -35,19 +38,22 @@ class SourceSample:
 
 
 class DatasetLayout(Protocol):
-    """What a dataset module (``cityscapes``, ``camvid``) provides."""
+    """What ``prepare`` and the datasets need of a layout (``layouts.py``: Cityscapes, CamVid,
+    a folder of your own)."""
 
-    CLASS_SET: str
+    classes: ClassSet
     DEFAULT_SIZE: tuple[int, int] | None  # (width, height) to prepare at; None keeps the source
-    #: the values a label file may hold, and what they are called in messages
-    LABEL_VALUES: frozenset[int]
-    LABEL_KIND: str
+    resize_masks: bool  # scale a mask of its image's aspect ratio to the image's size
+
+    def splits(self) -> tuple[str, ...]: ...
 
     def find_samples(
         self, root: Path, split: str, unpaired: list[str] | None = None
     ) -> list[SourceSample]: ...
 
-    def to_class_ids(self, label: np.ndarray) -> np.ndarray: ...
+    def read_class_ids(self, path: Path) -> np.ndarray: ...
+
+    def to_dict(self) -> dict: ...
 
 
 def _listing(title: str, items: list[str], limit: int = 5) -> str:
@@ -91,21 +97,27 @@ def load_pair(
     does in the seed's transforms (SPEC 3.4 step 3).
 
     Raises ``DataError`` naming the file when it cannot be decoded, the sizes disagree or
-    the label holds values outside the layout's table.
+    the label holds values outside the layout's classes.
     """
-    rgb, ids = read_rgb(sample.image), read_label(sample.label)
-    if rgb.shape[:2] != ids.shape:
-        raise DataError(
-            f"{sample.label}: label is {ids.shape[1]}x{ids.shape[0]} but its image "
-            f"{sample.image.name} is {rgb.shape[1]}x{rgb.shape[0]} (fix the pair, or pass "
-            "--skip-bad)"
-        )
-    check_label_values(ids, sample.label, values=layout.LABEL_VALUES, kind=layout.LABEL_KIND)
-    ids = ids.astype(np.uint8)
-    if size is not None and (rgb.shape[1], rgb.shape[0]) != tuple(size):
+    rgb, ids = read_rgb(sample.image), layout.read_class_ids(sample.label)
+    (h, w), (lh, lw) = rgb.shape[:2], ids.shape
+    if (lh, lw) != (h, w):
+        same_shape = abs(lw / lh - w / h) <= 0.01 * w / h
+        if not (layout.resize_masks and same_shape):
+            hint = (
+                "pass --resize-masks to scale masks to their images"
+                if same_shape
+                else ("fix the pair, or pass --skip-bad")
+            )
+            raise DataError(
+                f"{sample.label}: label is {lw}x{lh} but its image {sample.image.name} is "
+                f"{w}x{h} ({hint})"
+            )
+        ids = np.asarray(Image.fromarray(ids).resize((w, h), Image.NEAREST))
+    if size is not None and (w, h) != tuple(size):
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
         ids = np.asarray(Image.fromarray(ids).resize(size, Image.NEAREST))
-    return rgb, layout.to_class_ids(ids)
+    return rgb, ids
 
 
 def check_label_values(label: np.ndarray, path: Path, *, values: frozenset, kind: str) -> None:

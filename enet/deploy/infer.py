@@ -5,7 +5,8 @@ Any input size: the image is padded to a multiple of 8 and the prediction croppe
 size and the prediction resized back by nearest. Per image: ``<stem>_pred.png`` (class
 index per pixel), ``_color.png`` and ``_overlay.png``, in the input's sub-folder mirrored
 under the output folder. With ``labels``, the seed's 310 metric (``metric.txt``) is computed
-at the model's size as the seed's ``eval310.py`` does. A file that cannot be read is
+at the model's size as the seed's ``eval310.py`` does, with ``metric.json`` (scores by class
+name) and ``confusion.png`` beside it. A file that cannot be read is
 reported and skipped; the run goes on. Nothing is written before every output name is
 known to be free.
 """
@@ -26,14 +27,15 @@ from tqdm import tqdm
 from ..checkpoint import resolve_checkpoint
 from ..data import cityscapes
 from ..data.classes import ClassSet, check_same_classes, class_set
+from ..data.folder import MASK_SUFFIXES, mask_files, read_label_classes
 from ..errors import DataError, EnetError, OutputError, UsageError
 from ..fileio import check_not_input, write_json_atomic, write_png_atomic
 from ..folders import locked_folder
 from ..images import read_rgb
-from ..metrics import ConfusionMatrix, write_310_metric
+from ..metrics import ConfusionMatrix, write_310_metric, write_metric_json
 from ..model import SIZE_MULTIPLE
 from ..runtime import image_to_input
-from ..visualize import colorize, overlay
+from ..visualize import colorize, overlay, plot_confusion
 from .backends import Predictor, load_predictor
 from .video import VIDEO_SUFFIXES, segment_video
 
@@ -173,7 +175,7 @@ def _plan(
             names = ["_pred.png", *(["_color.png", "_overlay.png"] if pictures else [])]
         outputs += [stem.with_name(stem.name + n) for n in names]
     if labels:
-        outputs.append(out / "metric.txt")
+        outputs += [out / "metric.txt", out / "metric.json", out / "confusion.png"]
     if label_ids:
         outputs += [out / "labelIds" / f"{k}_leftImg8bit.png" for k in keys]
     if len(set(outputs)) < len(outputs):
@@ -221,7 +223,7 @@ def run_inference(
         )
     predictor = load_predictor(model, backend=backend, device=device, compile=compile, bf16=bf16)
     target = predictor.fixed_size or resize
-    label_files = _label_files(labels, predictor.classes, target)
+    label_files = _label_files(labels, predictor.classes, target, plan)
     videos = [f for f in plan.files if f.suffix.lower() in VIDEO_SUFFIXES]
     if videos and importlib.util.find_spec("av") is None:
         raise UsageError(f"{videos[0]}: video needs PyAV: pip install 'enet[video]'")
@@ -232,6 +234,7 @@ def run_inference(
             out,
             target,
             label_files,
+            model_name=str(model),
             pictures=pictures,
             progress=progress,
             label_ids=label_ids,
@@ -240,20 +243,38 @@ def run_inference(
 
 
 def _label_files(
-    labels: str | Path | None, classes: ClassSet, target: tuple[int, int] | None
-) -> dict[str, Path] | None:
-    """``--labels``: the gtFine files by frame, for a model of the seed's Cityscapes classes
-    run at a known size."""
+    labels: str | Path | None,
+    classes: ClassSet,
+    target: tuple[int, int] | None,
+    plan: _Plan,
+) -> dict[Path, Path | None] | None:
+    """``--labels``: each input's label file (None: it has none). Cityscapes models read
+    gtFine files by frame name; a model of a folder dataset reads its masks, matched by the
+    input's path below the inputs' folder (or by name where that is unique)."""
     if labels is None:
         return None
-    check_same_classes(classes, class_set("cityscapes"), "the model", "--labels")
-    if not Path(labels).is_dir():
-        raise UsageError(f"{labels}: no such folder (--labels takes a gtFine folder)")
-    found = cityscapes.label_files(Path(labels))
-    if not found:
-        raise UsageError(f"{labels}: no *_gtFine_labelIds.png or *_labelTrainIds.png in it")
+    labels = Path(labels)
+    if not labels.is_dir():
+        raise UsageError(f"{labels}: no such folder (--labels takes a folder of labels)")
     if target is None:
         raise UsageError("--labels computes the seed's metric at the model's size: give --resize")
+    if classes.encoding is None:
+        check_same_classes(classes, class_set("cityscapes"), "the model", "--labels")
+        by_frame = cityscapes.label_files(labels)
+        if not by_frame:
+            raise UsageError(f"{labels}: no *_gtFine_labelIds.png or *_labelTrainIds.png in it")
+        return {f: by_frame.get(cityscapes.frame_key(plan.stems[f].name)) for f in plan.files}
+    masks = mask_files(labels)
+    if not masks:
+        raise UsageError(f"{labels}: no masks in it ({', '.join(MASK_SUFFIXES)})")
+    by_name: dict[str, list[Path]] = {}
+    for key, path in masks.items():
+        by_name.setdefault(Path(key).name, []).append(path)
+    found = {}
+    for f in plan.files:
+        stem = plan.stems[f].as_posix()
+        named = by_name.get(Path(stem).name, [])
+        found[f] = masks.get(stem) or (named[0] if len(named) == 1 else None)
     return found
 
 
@@ -279,8 +300,9 @@ def _run(
     plan: _Plan,
     out: Path,
     target: tuple[int, int] | None,
-    label_files: dict[str, Path] | None,
+    label_files: dict[Path, Path | None] | None,
     *,
+    model_name: str,
     pictures: bool,
     progress: bool,
     label_ids: bool,
@@ -321,11 +343,11 @@ def _run(
         small, pred = segment(rgb)
         key = cityscapes.frame_key(stem.name)
         if cm is not None:
-            label_file = label_files.get(key)
+            label_file = label_files[path]
             if label_file is None:
-                print(f"warning: {path}: no label <{key}>_gtFine_label*Ids.png, not scored")
+                print(f"warning: {path}: no label for it in --labels, not scored")
             else:
-                truth = cityscapes.read_label_as_classes(label_file, classes)
+                truth = read_label_classes(label_file, classes)
                 truth = np.asarray(Image.fromarray(truth).resize(target, Image.NEAREST))
                 cm.update(
                     torch.from_numpy(small.astype(np.int64)),
@@ -350,6 +372,18 @@ def _run(
             raise DataError("none of the inputs has a label in --labels; no metric written")
         iou = cm.iou()
         write_310_metric(out / "metric.txt", iou, replace=overwrite)
+        names = [n for i, n in enumerate(classes.names) if i != classes.void]
+        write_metric_json(
+            out / "metric.json",
+            iou,
+            model_path=model_name,
+            class_names=names,
+            protocol="seed-310",
+            replace=overwrite,
+        )
+        plot_confusion(
+            cm.mat.cpu().numpy(), classes.names, out / "confusion.png", replace=overwrite
+        )
         report.metric = {"mean_iou": float(iou.mean()), "iou_class": iou.tolist()}
     timing = {
         "backend": predictor.name,

@@ -53,7 +53,8 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/train"
     variant: str = "seed"
-    #: (width, height) of training inputs; the seed trains at 1024x512.
+    #: (width, height) of training inputs; the seed trains at 1024x512. (0, 0): the size the
+    #: data was prepared at.
     size: tuple[int, int] = (1024, 512)
     batch_size: int = 6
     lr: float = 5e-4
@@ -70,6 +71,9 @@ class TrainConfig:
     augment: bool = True
     #: keep BatchNorm in eval mode (running statistics frozen) while training.
     freeze_bn: bool = False
+    #: "encoder": train only the decoder (or head); the encoder's weights and BatchNorm
+    #: statistics stay as the initial checkpoint has them. "" trains everything.
+    freeze: str = ""
     workers: int = 4
     device: str = "auto"
     amp: str = "off"
@@ -115,10 +119,13 @@ class TrainConfig:
             (
                 "size",
                 self.size,
-                all(v > 0 and v % SIZE_MULTIPLE == 0 for v in self.size)
-                and self.size[0] * self.size[1] <= MAX_IMAGE_PIXELS,
+                tuple(self.size) == (0, 0)
+                or (
+                    all(v > 0 and v % SIZE_MULTIPLE == 0 for v in self.size)
+                    and self.size[0] * self.size[1] <= MAX_IMAGE_PIXELS
+                ),
                 f"must be positive multiples of {SIZE_MULTIPLE} (width, height), at most "
-                f"{MAX_IMAGE_PIXELS:,} pixels",
+                f"{MAX_IMAGE_PIXELS:,} pixels, or 0x0 for the prepared size",
             ),
             ("seed", self.seed, 0 <= self.seed < 2**63, "must be a whole number from 0 to 2^63-1"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "must be at least 1"),
@@ -135,7 +142,12 @@ class TrainConfig:
                 f"is not one of {DROPOUT_KINDS}",
             ),
             ("workers", self.workers, self.workers >= 0, "must not be negative"),
-            ("amp", self.amp, self.amp in ("off", "bf16", "fp16"), "is not off, bf16 or fp16"),
+            (
+                "amp",
+                self.amp,
+                self.amp in ("off", "bf16", "fp16", "auto"),
+                "is not off, bf16, fp16 or auto",
+            ),
             (
                 "compile_mode",
                 self.compile_mode,
@@ -145,6 +157,7 @@ class TrainConfig:
             ("save_every", self.save_every, self.save_every >= 1, "must be at least 1"),
             ("val_every", self.val_every, self.val_every >= 0, "must not be negative"),
             ("stages", self.stages, self.stages in ("all", "1", "2", "3"), "is not all, 1, 2 or 3"),
+            ("freeze", self.freeze, self.freeze in ("", "encoder"), "is not encoder (or empty)"),
         ]
         for n in stages:
             sc, key = self.stage(n), f"stage{n}"

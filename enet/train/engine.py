@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ..checkpoint import build_checkpoint, model_from_checkpoint, read_checkpoint
-from ..data.classes import ClassSet, check_same_classes
+from ..data.classes import ClassSet, same_classes
 from ..data.dataset import PreparedDataset
 from ..data.prepare import read_manifest
 from ..data.transforms import eval_transform, train_transform
@@ -35,13 +35,14 @@ from ..evaluate.seed import evaluate_model
 from ..fileio import write_text_atomic
 from ..folders import locked_folder
 from ..losses import class_weights, weighted_cross_entropy
-from ..model import ENet, transfer_encoder
+from ..model import SIZE_MULTIPLE, ENet, classifier_keys, transfer_encoder
 from ..runtime import (
     Runtime,
     autocast,
     batch_to_input,
     init_runtime,
     mix_seed,
+    resolve_amp,
     seed_everything,
 )
 from ..visualize import plot_curves
@@ -110,10 +111,11 @@ def train_one_epoch(
     progress: bool,
 ) -> dict:
     net.train()
-    if cfg.freeze_bn:
-        for m in net.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    for m in net.modules():  # frozen BatchNorm keeps its running statistics too
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+            cfg.freeze_bn or (m.weight is not None and not m.weight.requires_grad)
+        ):
+            m.eval()
     losses, seen, start = [], 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not (progress and rt.main), leave=False, unit="batch")
     for images, labels in bar:
@@ -154,6 +156,11 @@ def train_one_epoch(
 # --- one stage -------------------------------------------------------------------------------
 
 
+def _described(classes: ClassSet) -> str:
+    scored = classes.num_classes - (classes.void is not None)
+    return f"{classes.name} ({scored} classes)"
+
+
 def _initial_model(cfg: TrainConfig, stage: int, run: RunFolder, classes: ClassSet) -> ENet:
     """Stage 1: random (or --init); stage 2: stage 1's final weights including the head;
     stage 3: stage 2's encoder (BN statistics included), new decoder (SPEC 4.6)."""
@@ -181,11 +188,20 @@ def _initial_model(cfg: TrainConfig, stage: int, run: RunFolder, classes: ClassS
             f"variant = {meta['variant']!r}, or start from another checkpoint)"
         )
     previous = model_from_checkpoint(ckpt, source)
-    check_same_classes(previous.classes, classes, source, cfg.data)
-    if meta["encoder_only"] == sc.encoder_only:
-        model.load_state_dict(previous.state_dict())
-        return model
-    return transfer_encoder(previous, model)
+    if meta["encoder_only"] != sc.encoder_only:
+        return transfer_encoder(previous, model)
+    state = previous.state_dict()
+    if not same_classes(previous.classes, classes):
+        for key in classifier_keys(model):
+            del state[key]
+        print(
+            f"{source}: trained on {_described(previous.classes)}, the data is "
+            f"{_described(classes)}: every layer copied but the classifier, "
+            "which starts anew"
+        )
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    assert set(missing) <= set(classifier_keys(model)), missing
+    return model
 
 
 def _loaders(cfg: TrainConfig, stage: int, rt: Runtime) -> tuple[DataLoader, DataLoader | None]:
@@ -243,6 +259,8 @@ def _set_up_stage(
     model = _initial_model(cfg, stage, run, classes)
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
+    if cfg.freeze == "encoder":
+        model.encoder.requires_grad_(False)
     model.to(rt.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -390,6 +408,20 @@ def _stages(selection: str) -> list[int]:
     raise UsageError(f"--stage must be 1, 2, 3 or all, got {selection!r}")
 
 
+def _prepared_size(manifest: dict, data: str) -> tuple[int, int]:
+    """The size the train split was prepared at, for ``size = 0x0``."""
+    info = manifest["splits"].get("train")
+    if info is None:
+        raise UsageError(f"{data}: has no train split")
+    w, h = info["width"], info["height"]
+    if w % SIZE_MULTIPLE or h % SIZE_MULTIPLE:
+        raise UsageError(
+            f"{data}: prepared at {w}x{h}, not multiples of {SIZE_MULTIPLE} (give --size, or "
+            "prepare it with --size)"
+        )
+    return w, h
+
+
 def _resumed(run: RunFolder, runtime: dict | None) -> tuple[TrainConfig, list[int], dict]:
     """The saved config (with the ``runtime`` values given), stages and state of a run."""
     if not run.last.is_file():
@@ -432,7 +464,10 @@ def train(
         raise UsageError("no training data given (--data PREPARED)")
     cfg.check(stages)
     manifest = read_manifest(cfg.data)
+    if tuple(cfg.size) == (0, 0):
+        cfg.size = _prepared_size(manifest, cfg.data)
     rt = init_runtime(cfg.device)
+    cfg.amp = resolve_amp(cfg.amp, rt.device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     # Input sizes are fixed within a stage, so cuDNN's per-shape algorithm search pays off.
