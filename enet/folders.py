@@ -30,6 +30,7 @@ from .fileio import clear_stale_temps, write_json_atomic
 __all__ = [
     "LOCK_NAME",
     "MARKER_NAME",
+    "check_not_a_file",
     "check_not_in_use",
     "claim_folder",
     "folder_kind",
@@ -97,6 +98,12 @@ def _read_holder(fd: int) -> dict:
         return {"pid": "?"}
 
 
+def check_not_a_file(folder: Path) -> None:
+    """Refuse a file where an output folder is to be, before any work that would be lost."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file where a folder is expected (choose another path)")
+
+
 @contextlib.contextmanager
 def locked_folder(
     folder: str | Path,
@@ -104,19 +111,20 @@ def locked_folder(
     *,
     claim: bool = False,
     recognise: Callable[[Path], bool] | None = None,
+    lock_name: str = LOCK_NAME,
 ) -> Iterator[None]:
     """Hold ``folder``'s lock while the block runs (see the module docstring); with
     ``claim``, the folder must also be ``command``'s own (``claim_folder``). A folder this
-    call made is removed again when the block fails before writing anything into it."""
+    call made is removed again when the block fails before writing anything into it.
+    ``lock_name``: another lock for writers of disjoint files (``enet infer --shard``)."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file where a folder is expected (choose another path)")
+    check_not_a_file(folder)
     existed = folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(describe_os_error(exc, folder)) from None
-    path = folder / LOCK_NAME
+    path = folder / lock_name
     fd = _lock(folder, path, command)
     _HELD.add(str(path))
     try:
@@ -124,7 +132,7 @@ def locked_folder(
             claim_folder(folder, command, recognise=recognise)
         yield
     except BaseException:
-        _remove_if_unused(folder, existed)
+        _remove_if_unused(folder, existed, lock_name)
         raise
     finally:
         _HELD.discard(str(path))
@@ -207,12 +215,12 @@ def check_not_in_use(folder: str | Path, command: str) -> None:
         os.close(fd)
 
 
-def _remove_if_unused(folder: Path, existed: bool) -> None:
+def _remove_if_unused(folder: Path, existed: bool, lock_name: str) -> None:
     """Undo the creation of ``folder`` when nothing but enet's own two files is in it."""
     if existed:
         return
     with contextlib.suppress(OSError):
-        if {p.name for p in folder.iterdir()} <= _OWN_FILES:
+        if {p.name for p in folder.iterdir()} <= {MARKER_NAME, lock_name}:
             (folder / MARKER_NAME).unlink(missing_ok=True)
-            (folder / LOCK_NAME).unlink(missing_ok=True)
+            (folder / lock_name).unlink(missing_ok=True)
             folder.rmdir()

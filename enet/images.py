@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from .errors import DataError
 
-__all__ = ["MAX_IMAGE_PIXELS", "image_size", "read_label", "read_mask", "read_rgb"]
+__all__ = ["MAX_IMAGE_PIXELS", "image_size", "read_label", "read_mask", "read_rgb", "rgb_of"]
 
 #: Larger images are refused before they are decoded (PIL's own guard starts at 89 Mpx with
 #: a warning only); 8K video frames (33 Mpx) are well inside.
@@ -74,29 +74,34 @@ def read_rgb(path: str | Path, *, upright: bool = False) -> np.ndarray:
     im = _open(path, "image")
     with im:
         _load(im, path, "image")
-        if upright:
-            im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            grey = np.asarray(im, dtype=np.int64)
-            if grey.min() < 0 or grey.max() > 65535:
-                raise DataError(
-                    f"{path}: 32-bit integer image with values outside 0..65535 "
-                    "(save it as an 8- or 16-bit image)"
-                )
-            grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=2)
-        if im.mode == "F":
-            grey = np.asarray(im, dtype=np.float64)
-            if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
-                raise DataError(
-                    f"{path}: floating-point image with values outside [0, 1] "
-                    "(save it as an 8- or 16-bit image)"
-                )
-            return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-        try:
-            return np.asarray(im.convert("RGB"))
-        except Exception as exc:
-            raise DataError(f"{path}: unreadable image ({_reason(exc)})") from None
+        return rgb_of(im, source=str(path), upright=upright)
+
+
+def rgb_of(im: Image.Image, *, source: str = "image", upright: bool = False) -> np.ndarray:
+    """``read_rgb`` for an image already open (``source`` names it in errors)."""
+    if upright:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(im, dtype=np.int64)
+        if grey.min() < 0 or grey.max() > 65535:
+            raise DataError(
+                f"{source}: 32-bit integer image with values outside 0..65535 "
+                "(save it as an 8- or 16-bit image)"
+            )
+        grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "F":
+        grey = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
+            raise DataError(
+                f"{source}: floating-point image with values outside [0, 1] "
+                "(save it as an 8- or 16-bit image)"
+            )
+        return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    try:
+        return np.asarray(im.convert("RGB"))
+    except Exception as exc:
+        raise DataError(f"{source}: unreadable image ({_reason(exc)})") from None
 
 
 def read_label(path: str | Path, *, palette: bool = False) -> np.ndarray:

@@ -19,6 +19,7 @@ __all__ = [
     "autocast",
     "batch_to_input",
     "image_to_input",
+    "images_to_input",
     "init_runtime",
     "mix_seed",
     "native_bf16",
@@ -153,4 +154,9 @@ def image_to_input(rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.n
     takes at inference, resized bilinearly (PIL) to ``size`` = (width, height) if given."""
     if size is not None:
         rgb = np.asarray(Image.fromarray(rgb).resize(tuple(size), Image.BILINEAR))
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    return images_to_input(rgb[None])
+
+
+def images_to_input(images: np.ndarray) -> np.ndarray:
+    """N x H x W x 3 uint8 RGB -> N x 3 x H x W float32 in [0, 1]."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255

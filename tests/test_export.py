@@ -4,6 +4,8 @@ metadata round-trips, and a failed parity check leaves no file."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -18,6 +20,7 @@ from enet.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from enet.data.classes import class_set
 from enet.deploy import export as export_module
 from enet.deploy.backends import (
+    LOGITS,
     OpenVinoPredictor,
     has_openvino,
     load_predictor,
@@ -34,7 +37,9 @@ from enet.deploy.openvino_graph import (
 )
 from enet.deploy.quantize import TUNED_INT8_SCHEME, image_batches, quantize_int8
 from enet.errors import UsageError
+from enet.images import read_rgb
 from enet.model import ENet
+from enet.runtime import image_to_input
 
 from .conftest import DATA, MINDSPORE, REFERENCE, openvino_kernels, require, run_enet
 
@@ -182,7 +187,7 @@ def test_int8_export_agrees_with_fp32_on_real_frames(tmp_path):
     for backend in backends:
         dest = tmp_path / backend
         done = run_enet("infer", str(camvid / "test"), "--model", str(out), "--out", str(dest),
-                     "--backend", backend, "--no-pictures", "--no-progress")  # fmt: skip
+                     "--backend", backend, "--outputs", "pred", "--no-progress")  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert json.loads((dest / "timing.json").read_text())["backend"].startswith(backend)
         preds[backend] = [np.asarray(Image.open(f)) for f in sorted(dest.glob("*_pred.png"))]
@@ -274,7 +279,7 @@ def test_openvino_runs_dynamic_exports_at_any_size(dynamic_export, encoder_only)
         with torch.inference_mode():
             want = model(torch.from_numpy(x)).numpy()
         calls.append((vino(x), want))
-    assert list(vino.shape_requests) == [(1, 3, 48, 64), (2, 3, 40, 96)]
+    assert list(vino.shape_requests) == [(LOGITS, (1, 3, 48, 64)), (LOGITS, (2, 3, 40, 96))]
     for (n, h, w), (got, want) in zip([(1, 48, 64), (2, 40, 96)] * 2, calls, strict=True):
         assert got.shape == want.shape == (n, 12, h // stride, w // stride)
         np.testing.assert_allclose(got, want, atol=1e-4)  # each call's logits outlive the next
@@ -315,8 +320,8 @@ def test_dynamic_int8_export_runs_its_shapes_in_row_bands(dynamic_int8_export, m
         return len(openvino_kernels(request.get_compiled_model(), "Deconvolution"))
 
     # the upsampling blocks' two and the last layer's, whole on the dynamic graph
-    assert deconvolutions(vino.request) == 3
-    assert deconvolutions(vino.shape_requests[(1, 3, 48, 64)]) == 3 - 1 + 3
+    assert deconvolutions(vino.requests[LOGITS]) == 3
+    assert deconvolutions(vino.shape_requests[LOGITS, (1, 3, 48, 64)]) == 3 - 1 + 3
 
 
 @pytest.mark.parametrize("kernels", ["cpu:jit_sse42", INT8_CONVOLUTION_KERNELS])
@@ -339,10 +344,12 @@ def test_int8_kernels_asked_for_run_every_layer_alike(dynamic_int8_export, kerne
     for _ in range(2):  # the dynamic graph, then the 64x48 one
         np.testing.assert_allclose(asked(x), own(x), rtol=0, atol=1e-5)
     name = kernels.removeprefix("cpu:")
-    for request in (asked.request, asked.shape_requests[(1, 3, 48, 64)]):
+    for request in (asked.requests[LOGITS], asked.shape_requests[LOGITS, (1, 3, 48, 64)]):
         layers = openvino_kernels(request.get_compiled_model(), "Convolution", "Deconvolution")
         assert len(layers) == 89 and all(k.startswith(name) for k in layers), layers
-    layers = openvino_kernels(own.request.get_compiled_model(), "Convolution", "Deconvolution")
+    layers = openvino_kernels(
+        own.requests[LOGITS].get_compiled_model(), "Convolution", "Deconvolution"
+    )
     assert not any(k.startswith(name) for k in layers), layers
 
 
@@ -371,7 +378,7 @@ def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
     for flags in ([], ["--bf16"]):
         out = tmp_path / ("bf16" if flags else "fp32")
         done = run_enet("infer", str(camvid / "test"), "--model", str(fp32), "--out", str(out),
-                     "--no-pictures", "--no-progress", *flags)  # fmt: skip
+                     "--outputs", "pred", "--no-progress", *flags)  # fmt: skip
         assert done.returncode == 0, done.stderr
         backend = json.loads((out / "timing.json").read_text())["backend"]
         assert backend == ("openvino (CPU, bf16)" if flags else "openvino (CPU)")
@@ -381,3 +388,38 @@ def test_bf16_runs_fp32_files_on_openvino(tmp_path, dynamic_int8_export):
     assert preds[True].shape == preds[False].shape == (2, 360, 480)  # the frames' size
     agreement = (preds[True] == preds[False]).mean()
     assert 0.98 <= agreement < 1  # close to fp32, and computed in bf16 indeed
+
+
+_OPENCV_RUN = """
+import sys, numpy as np, cv2
+net = cv2.dnn.readNetFromONNX(sys.argv[1])
+net.setInput(np.load(sys.argv[2]))
+np.save(sys.argv[3], net.forward())
+"""
+
+
+@pytest.mark.subprocess
+def test_opencv_dnn_runs_the_fp32_export_and_refuses_the_int8_one(tmp_path):
+    """The runtimes table of docs/deployment.md: OpenCV's DNN module (opencv-python-headless)
+    runs the fp32 file with ONNX Runtime's argmax, and fails on the int8 QDQ file in its int8
+    pooling layer (ONNX Runtime and OpenVINO run both). Should OpenCV start running it, this
+    fails and the table changes. OpenCV runs in a process of its own, as a user's would."""
+    camvid = require(DATA / "camvid_sample")
+    fp32, int8 = tmp_path / "camvid.onnx", tmp_path / "camvid.int8.onnx"
+    export_onnx("camvid", fp32, size=(160, 120))
+    # int8 in a process of its own: its check runs OpenVINO, after which this one may not fork
+    done = run_enet("export", "camvid", "--out", str(int8), "--size", "160x120", "--int8",
+                    "--calib", str(camvid / "train"), "--min-agreement", "0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    onnxruntime = load_predictor(fp32, backend="onnx")
+    for i, frame in enumerate(sorted(camvid.glob("test/*.png"))):
+        x = image_to_input(read_rgb(frame), (160, 120))
+        np.save(tmp_path / f"x{i}.npy", x)
+        args = [str(fp32), str(tmp_path / f"x{i}.npy"), str(tmp_path / f"y{i}.npy")]
+        done = subprocess.run([sys.executable, "-c", _OPENCV_RUN, *args], capture_output=True)
+        assert done.returncode == 0, done.stderr
+        got = np.load(tmp_path / f"y{i}.npy")
+        assert np.array_equal(got.argmax(1), onnxruntime(x).argmax(1))
+    args = [str(int8), str(tmp_path / "x0.npy"), str(tmp_path / "int8.npy")]
+    done = subprocess.run([sys.executable, "-c", _OPENCV_RUN, *args], capture_output=True)
+    assert done.returncode != 0 and b"pool2_int8_layer" in done.stderr, done.stderr

@@ -651,7 +651,7 @@ def test_a_truncated_video_leaves_nothing(frames, tmp_path, capsys):
     assert code == 1 and "drive.mp4: unreadable video" in out and "nothing written for it" in out
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         "still_color.png",
-        "still_overlay.png",
+        "still_overlay.jpg",
         "still_pred.png",
         "timing.json",
     ]

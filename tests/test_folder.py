@@ -5,6 +5,7 @@ fine-tuning from the shipped model."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -270,6 +271,11 @@ def test_bad_pairs_sizes_and_values_are_named_and_can_be_skipped(index_set, tmp_
         ('[{"name": "a", "id": "x"}]', "a: id 'x' is not a whole number"),
         ("{not json", "not a readable classes file"),
         ('[{"name": "a", "color": [1, 2]}]', "is not [r, g, b]"),
+        (  # a defaulted id (its position) would take another class's pixels
+            '[{"name": "car", "id": 1}, {"name": "road"}, {"name": "sky", "id": 2}]',
+            "road has no id, but car has one (give every class an id, or none",
+        ),
+        ('[{"name": "a"}, {"name": "b"}, {"name": "v", "id": 1, "ignore": true}]', "id twice: 1"),
     ],
 )
 def test_bad_classes_files_are_named(index_set, tmp_path, capsys, content, message):
@@ -325,6 +331,151 @@ def test_colours_not_in_the_classes_and_binary_masks_are_named(tmp_path, capsys)
         )
         == 0
     )
+
+
+# --- odd folders and files, each named or read --------------------------------------------------
+
+TINY = (16, 12)  # these tests are about files and names: the pixels hardly matter
+
+
+def _mask(values: tuple[int, ...] = (0, 1), mode: str = "L") -> Image.Image:
+    """A TINY mask of vertical stripes: column x holds ``values[x % len(values)]``."""
+    row = np.array(values)[np.arange(TINY[0]) % len(values)]
+    ids = np.tile(row, (TINY[1], 1))
+    if mode == "1":
+        return Image.fromarray(ids.astype(bool))
+    return Image.fromarray(ids.astype(np.uint8)).convert(mode)
+
+
+def _pair(root: Path, key: str, mask: Image.Image | None, suffix: str = ".png") -> None:
+    """``images/<key>.jpg`` and, unless ``mask`` is None, ``masks/<key><suffix>``."""
+    image = root / "images" / f"{key}.jpg"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", TINY, (90, 120, 30)).save(image)
+    if mask is not None:
+        path = root / "masks" / f"{key}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mask.save(path)
+
+
+def _tiny_set(root: Path, count: int = 3, mask: Image.Image | None = None) -> Path:
+    for i in range(count):
+        _pair(root, str(i), mask if mask is not None else _mask())
+    return root
+
+
+def test_a_split_folder_without_masks_is_left_out_with_a_warning(tmp_path, capsys):
+    root = tmp_path / "d"
+    for split in ("train", "val", "test"):  # test images come without masks
+        for i in range(2):
+            _pair(root, f"{split}/{split}{i}", None if split == "test" else _mask())
+    manifest = prepare("folder", root, tmp_path / "p", val_fraction=0.2, progress=False)
+    assert {k: v["count"] for k, v in manifest["splits"].items()} == {"train": 2, "val": 2}
+    out = capsys.readouterr().out
+    assert f"warning: {root / 'images/test'}: no {root / 'masks/test'} folder; split not" in out
+    assert "has a val split; --val-fraction 0.2 not used" in out
+
+
+def test_palette_masks_are_read_by_colour_where_the_classes_file_gives_colours(tmp_path):
+    mask = _mask()
+    mask.putpalette([0, 0, 142, 128, 64, 128])  # index 0 is car's colour, index 1 road's
+    root = _tiny_set(tmp_path / "d", 2, mask)
+    by_colour = [{"name": "road", "color": [128, 64, 128]}, {"name": "car", "color": [0, 0, 142]}]
+    by_index = [{"name": "car", "id": 0}, {"name": "road", "id": 1}]
+    for name, entries in (("colour", by_colour), ("index", by_index)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(entries))
+        manifest = prepare(
+            "folder", root, tmp_path / name, classes_file=tmp_path / f"{name}.json", progress=False
+        )
+        names = np.array(manifest["classes"]["names"])[_labels(tmp_path / name, "train")]
+        assert (names[..., 0] == "car").all() and (names[..., 1] == "road").all(), name
+
+
+@pytest.mark.parametrize("mode", ["1", "LA"])
+def test_one_bit_and_grey_alpha_masks_are_index_masks(tmp_path, mode):
+    root = _tiny_set(tmp_path / "d", 2, _mask((0, 1), mode))
+    manifest = prepare("folder", root, tmp_path / "p", progress=False)
+    assert manifest["classes"]["names"] == ["class_0", "class_1", "void"]
+    labels = _labels(tmp_path / "p", "train")
+    assert (labels[..., 0] == 0).all() and (labels[..., 1] == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("excel.csv", "\ufeffname,id\nbg,0\nfg,1\n"),  # Excel's "CSV UTF-8" starts with a BOM
+        ("semicolons.csv", "name;id\nbg;0\nfg;1\n"),
+        ("bom.json", '\ufeff[{"name": "bg", "id": 0}, {"name": "fg", "id": 1}]'),
+        ("numbers.json", '[{"name": 0, "id": 0}, {"name": 1, "id": 1}]'),
+    ],
+)
+def test_classes_files_as_spreadsheets_and_editors_write_them(tmp_path, name, text):
+    root = _tiny_set(tmp_path / "d", 2)
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    manifest = prepare("folder", root, tmp_path / "p", classes_file=tmp_path / name, progress=False)
+    assert manifest["classes"]["names"][:2] in (["bg", "fg"], ["0", "1"])
+
+
+def test_names_that_are_not_utf8_are_held_out_by_val_fraction(tmp_path):
+    root = tmp_path / "d"
+    for i in range(6):
+        _pair(root, os.fsdecode(b"caf\xe9%d" % i), _mask())  # a Latin-1 name on a UTF-8 system
+    manifest = prepare("folder", root, tmp_path / "p", val_fraction=0.5, progress=False)
+    assert manifest["splits"]["train"]["count"] + manifest["splits"]["val"]["count"] == 6
+
+
+def test_instance_maps_and_empty_splits_are_named_before_anything_is_written(tmp_path, capsys):
+    deep = tmp_path / "deep"
+    _pair(deep, "a", Image.fromarray(np.arange(300, dtype=np.uint16).reshape(15, 20)))
+    err = _err(capsys, "--root", str(deep), "--out", str(tmp_path / "p"))
+    assert f"{deep / 'masks/a.png'}: 300 distinct mask values; ENet's class maps hold at " in err
+    root = tmp_path / "splits"
+    for i in range(2):
+        _pair(root, f"train/{i}", _mask())
+    (root / "images/val").mkdir()
+    (root / "masks/val").mkdir()
+    err = _err(capsys, "--root", str(root), "--out", str(tmp_path / "p"))
+    assert f"{root / 'images/val'}: the val split has no image/mask pairs (0 images" in err
+    assert not (tmp_path / "p").exists()  # train was not prepared either
+    flat = _tiny_set(tmp_path / "flat", 4)
+    err = _err(capsys, "--root", str(flat), "--out", str(tmp_path / "p"), "--val-fraction", "0.01")
+    assert "--val-fraction 0.01 of 4 images leaves the val split empty" in err
+    no_train = tmp_path / "no_train"
+    _pair(no_train, "a/0", _mask())
+    _pair(no_train, "b/0", _mask())
+    err = _err(
+        capsys, "--root", str(no_train), "--out", str(tmp_path / "p"), "--val-fraction", "0.2"
+    )
+    assert "--val-fraction 0.2 holds val out of the train split, and the splits are a, b" in err
+
+
+def test_files_of_one_name_and_unreadable_first_files_can_be_skipped(tmp_path, capsys):
+    root = _tiny_set(tmp_path / "d", 4)
+    (root / "images/0.jpg").write_bytes(b"")  # the first image and mask: nothing to read
+    (root / "masks/0.png").write_bytes(b"")
+    Image.new("RGB", TINY).save(root / "images/1.png")  # two photos named 1
+    _mask().save(root / "masks/2.tif")  # two masks named 2
+    args = ["--root", str(root), "--out", str(tmp_path / "p")]
+    err = _err(capsys, *args)
+    assert "3 bad file(s) in the train split" in err
+    assert f"{root / 'images/0.jpg'}: unreadable image (" in err
+    assert f"{root / 'images/1.jpg'}: 1.png has the same name without the extension" in err
+    assert f"{root / 'masks/2.png'}: 2.tif has the same name without the extension" in err
+    assert main(["prepare", "--dataset", "folder", "--no-progress", *args, "--skip-bad"]) == 0
+    split = json.loads((tmp_path / "p/manifest.json").read_text())["splits"]["train"]
+    assert split["count"] == 1 and len(split["skipped"]) == 3
+
+
+def test_out_in_an_images_folder_outside_the_root_is_refused(tmp_path, capsys):
+    data = _tiny_set(tmp_path / "d", 2)
+    (tmp_path / "root").mkdir()
+    out = data / "images/prepared"
+    err = _err(
+        capsys,
+        *("--root", str(tmp_path / "root"), "--out", str(out)),
+        *("--images", str(data / "images"), "--masks", str(data / "masks")),
+    )
+    assert f"--out {out} lies inside the source {data / 'images'}" in err and not out.exists()
 
 
 # --- the class set flows; fine-tuning -----------------------------------------------------------
@@ -405,7 +556,7 @@ def test_class_set_survives_training_export_and_inference(
     )
     assert "[seed 310 protocol] mean_iou" in capsys.readouterr().out
     pred = np.asarray(Image.open(next(out.rglob("*_pred.png"))))
-    colour = np.asarray(Image.open(next(out.rglob("*_color.png"))))
+    colour = np.asarray(Image.open(next(out.rglob("*_color.png"))).convert("RGB"))
     palette = np.array(trained["classes"]["palette"], dtype=np.uint8)
     assert np.array_equal(colour, palette[pred])  # the data's colours
     assert (out / "metric.txt").read_text().startswith("mean_iou:  ")

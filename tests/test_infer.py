@@ -31,7 +31,7 @@ def test_310_metric_equals_enet_eval(seed_checkpoint, tmp_path):
         device="cpu",  # the same device as eval's below: GPU numerics flip a few pixels
         resize=(1024, 512),
         labels=root / "gtFine",
-        pictures=False,
+        outputs=["pred"],
         progress=False,
     )
     assert report.processed == 4 and not report.failed
@@ -53,7 +53,7 @@ def test_any_size_is_padded_and_cropped_back(seed_checkpoint, tmp_path):
     pred = np.asarray(Image.open(tmp_path / "out" / "odd_pred.png"))
     assert pred.shape == (75, 101)
     assert (tmp_path / "out" / "odd_color.png").is_file()
-    assert (tmp_path / "out" / "odd_overlay.png").is_file()
+    assert (tmp_path / "out" / "odd_overlay.jpg").is_file()
     model = load_checkpoint(seed_checkpoint)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     x = torch.nn.functional.pad(x, (0, 3, 0, 5), mode="replicate")  # to 80 x 104
@@ -111,7 +111,7 @@ def test_compiled_pytorch_path_predicts_what_eager_does(tmp_path):
     for compiled in (False, True):
         out = tmp_path / str(compiled)
         args = ["infer", str(root / "test"), "--model", "camvid", "--out", str(out)]
-        args += ["--device", "cpu", "--no-pictures", "--no-progress"] + ["--compile"] * compiled
+        args += ["--device", "cpu", "--outputs", "pred", "--no-progress"] + ["--compile"] * compiled
         done = run_enet(*args)
         assert done.returncode == 0, done.stderr
         timing = json.loads((out / "timing.json").read_text())
@@ -200,7 +200,7 @@ def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(
         [root / "leftImg8bit" / "val"],
         out,
         resize=(1024, 512),
-        pictures=False,
+        outputs=["pred"],
         progress=False,
         label_ids=True,
     )
@@ -215,3 +215,76 @@ def test_label_id_pngs_in_submission_naming_score_with_the_official_protocol(
     gt = sorted(root.glob("gtFine/val/*/*_gtFine_labelIds.png"))
     theirs = cityscapesscripts_scores(files, gt)
     assert result["mean_iou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-12)
+
+
+def test_shards_cover_every_input_once_and_answer_as_one_run(tmp_path):
+    root = require(DATA / "camvid_sample")
+    inputs = tmp_path / "in"
+    for i, path in enumerate(sorted(root.glob("*/*.png"))[:7]):
+        (inputs / f"cam{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.open(path).resize((96, 72)).save(inputs / f"cam{i % 2}" / f"{i:03d}.png")
+    whole = tmp_path / "whole"
+    assert main(["infer", str(inputs), "--model", "camvid", "--out", str(whole)]) == 0
+    shared = tmp_path / "shards"  # every shard into one folder, as a fleet on shared storage
+    for i in range(3):
+        args = ["infer", str(inputs), "--model", "camvid", "--out", str(shared)]
+        assert main([*args, "--shard", f"{i}/3", "--outputs", "pred", "--no-progress"]) == 0
+    preds = sorted(p.relative_to(shared) for p in shared.rglob("*_pred.png"))
+    assert preds == sorted(p.relative_to(whole) for p in whole.rglob("*_pred.png"))
+    assert len(preds) == 7
+    for rel in preds:
+        assert np.array_equal(
+            np.asarray(Image.open(shared / rel)), np.asarray(Image.open(whole / rel))
+        )
+    timings = sorted(p.name for p in shared.glob("timing*.json"))
+    assert timings == [f"timing-shard-{i}-of-3.json" for i in range(3)]
+    counts = [json.loads((shared / t).read_text())["inputs"] for t in timings]
+    assert counts == [3, 2, 2]
+    assert not list(shared.glob(".enet.lock*"))
+
+
+def test_outputs_chooses_what_is_written(tmp_path):
+    root = require(DATA / "camvid_sample")
+    image = next(iter(sorted(root.glob("test/*.png"))))
+    out = tmp_path / "o"
+    args = ["infer", str(image), "--model", "camvid", "--out", str(out), "--no-progress"]
+    assert main([*args, "--outputs", "overlay,color"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{image.stem}_color.png",
+        f"{image.stem}_overlay.jpg",
+        "timing.json",
+    ]
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["end_to_end_fps"] > 0 and timing["model_fps"] > 0 and timing["seconds"] > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--outputs", "pred,mask"], "--outputs mask: unknown (choose from pred, color, overlay)"),
+        (["--outputs", "pred,pred"], "argument --outputs: expected a list such as pred,overlay"),
+        (["--shard", "3/3"], "argument --shard: expected I/N with 0 <= I < N, got '3/3'"),
+        (["--shard", "1"], "argument --shard: expected I/N such as 0/4, got '1'"),
+        (["--shard", "5/9"], "--shard 5/9: no inputs fall in it (2 inputs; use fewer shards)"),
+        (["--shard", "0/2", "--labels", "."], "--labels scores all the inputs in one run"),
+    ],
+)
+def test_bad_outputs_and_shards_are_one_line(tmp_path, flags, message):
+    root = require(DATA / "camvid_sample")
+    done = run_enet(
+        "infer", str(root / "test"), "--model", "camvid", "--out", str(tmp_path), *flags
+    )
+    assert done.returncode == 2 and done.stderr.startswith("enet: error: ")
+    assert message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_overwrite_replaces_a_videos_outputs(tmp_path):
+    root = require(DATA / "camvid_sample")
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(root.glob("test/*.png"))]
+    _write_video(tmp_path / "drive.mp4", frames)
+    args = ["infer", str(tmp_path / "drive.mp4"), "--model", "camvid", "--out", str(tmp_path / "o")]
+    assert main([*args, "--no-progress"]) == 0
+    first = (tmp_path / "o" / "drive_pred" / "000000.png").read_bytes()
+    assert main([*args, "--no-progress", "--overwrite"]) == 0
+    assert (tmp_path / "o" / "drive_pred" / "000000.png").read_bytes() == first
+    assert not list((tmp_path / "o").rglob("*enet-tmp*"))

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from enet.data.classes import class_set
-from enet.deploy.backends import OpenVinoPredictor
+from enet.deploy.backends import LOGITS, OpenVinoPredictor
 from enet.deploy.onnx_meta import set_onnx_metadata
 from enet.deploy.openvino_graph import (
     INT8_DECONV_BOUND,
@@ -150,7 +150,7 @@ def test_predictor_rewrites_int8_files_only(tmp_path, monkeypatch):
         )
         predictor = OpenVinoPredictor(path)
         layers[precision] = openvino_kernels(
-            predictor.request.get_compiled_model(), "Deconvolution"
+            predictor.requests[LOGITS].get_compiled_model(), "Deconvolution"
         )
         logits[precision] = predictor(x)
     assert len(layers["fp32"]) == 1 and not layers["fp32"][0].startswith("jit_sse42")

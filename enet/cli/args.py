@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["SEED", "count", "epochs", "number", "size"]
+__all__ = ["SEED", "count", "epochs", "number", "shard", "size", "words"]
 
 
 def count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -74,3 +74,22 @@ def size(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return w, h
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``I/N`` -> (i, n): the i-th of n shares, 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def words(text: str) -> tuple[str, ...]:
+    """``a,b``: a comma-separated list, each once (the command checks the words)."""
+    values = tuple(v.strip() for v in text.split(","))
+    if len(set(values)) < len(values) or "" in values:
+        raise argparse.ArgumentTypeError(f"expected a list such as pred,overlay, got {text!r}")
+    return values

@@ -120,18 +120,20 @@ def run_infer(args: argparse.Namespace) -> int:
         resize=args.resize,
         labels=args.labels,
         timing_file=args.timing,
-        pictures=not args.no_pictures,
+        outputs=args.outputs,
         progress=not args.no_progress,
         label_ids=args.label_ids,
         compile=args.compile,
         bf16=args.bf16,
+        shard=args.shard,
         overwrite=args.overwrite,
     )
     t = report.timing()
     print(
-        f"{report.processed} input(s), {t['frames']} frame(s) -> {args.out}; model latency mean "
-        f"{t['latency_ms']['mean']:.1f} ms, p50 {t['latency_ms']['p50']:.1f}, p90 "
-        f"{t['latency_ms']['p90']:.1f}; {t['throughput_fps']:.2f} img/s"
+        f"{report.processed} input(s), {t['frames']} frame(s) -> {args.out} in "
+        f"{t['seconds']:.1f} s: {t['end_to_end_fps']:.1f} frames/s end to end; the model "
+        f"alone {t['model_fps']:.1f}/s (latency p50 {t['latency_ms']['p50']:.1f} ms, p90 "
+        f"{t['latency_ms']['p90']:.1f})"
     )
     if report.metric:
         print(
@@ -285,14 +287,15 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "infer",
         help="segment images, videos or folders with an ONNX model or a checkpoint",
-        description="Writes <stem>_pred.png (class per pixel), _color.png and _overlay.png "
-        "per image; per video <stem>_pred/NNNNNN.png and a colourised <stem>_overlay.mp4 "
-        "(needs PyAV: pip install 'enet[video]'); and timing.json (model latency "
-        "mean/p50/p90, throughput). Outputs mirror the inputs' sub-folders. MODEL may be a "
+        description="Writes <stem>_pred.png (class id per pixel), _color.png (the same ids "
+        "with the classes' colours) and _overlay.jpg per image; per video <stem>_pred/"
+        "NNNNNN.png and a colourised <stem>_overlay.mp4 (needs PyAV: pip install "
+        "'enet[video]'); and timing.json (model latency mean/p50/p90, the model's rate and "
+        "the rate end to end). Outputs mirror the inputs' sub-folders. MODEL may be a "
         "bundled model's name (camvid). Any size: padded to a multiple of 8, or resized with "
         "--resize (always for fixed-size ONNX models). --labels DIR adds the seed's 310 "
         "metric.txt, metric.json and confusion.png. Unreadable files are reported and "
-        "skipped; the exit code is 1 if any were.",
+        "skipped; the exit code is 1 if any were. In Python: enet.Segmenter.",
     )
     p.add_argument(
         "inputs", nargs="+", type=Path, metavar="INPUT", help="images, videos or folders of them"
@@ -320,7 +323,20 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         "metric.txt (+ metric.json, confusion.png)",
     )
     p.add_argument("--timing", type=Path, help="timing JSON path (default OUT/timing.json)")
-    p.add_argument("--no-pictures", action="store_true", help="only the _pred.png files")
+    p.add_argument(
+        "--outputs",
+        type=types.words,
+        metavar="LIST",
+        help="which of pred, color, overlay to write, comma-separated (default: all; videos "
+        "have pred and overlay)",
+    )
+    p.add_argument(
+        "--shard",
+        type=types.shard,
+        metavar="I/N",
+        help="segment only share I of N (0 <= I < N) of the sorted inputs: N runs, on one "
+        "machine or many, cover each input once (e.g. a Slurm array, a Kubernetes indexed Job)",
+    )
     p.add_argument(
         "--label-ids",
         action="store_true",

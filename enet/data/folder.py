@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .source import SourceSample, pair_by_key
 __all__ = [
     "IMAGE_SUFFIXES",
     "MASK_SUFFIXES",
+    "MAX_CLASSES",
     "FolderLayout",
     "decode_mask",
     "mask_files",
@@ -47,6 +49,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 #: Colour masks with more distinct colours than this are not class maps (JPEG-compressed?).
 MAX_COLOURS = 64
+#: Class maps are uint8 with a void channel after the classes: 255 classes at most.
+MAX_CLASSES = 255
 _SCAN_LIMIT = 2000  # masks read to find the classes when no classes file names them
 
 
@@ -81,19 +85,26 @@ def _colour(raw: object, where: str) -> tuple[int, int, int]:
     raise ValueError(f"{where}: colour {raw!r} is not [r, g, b] in 0..255 or #rrggbb")
 
 
+def _name(raw: object) -> str | None:
+    """An entry's name; a number is a name too (YAML and JSON read ``name: 1`` as one)."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        name = str(name)
+    return (name.strip() or None) if isinstance(name, str) else None
+
+
 def _entry(raw: dict, index: int, where: str) -> ClassEntry:
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+    name = _name(raw)
+    if name is None:
         raise ValueError(f"{where}: entry {index + 1} has no name")
     value = raw.get("id", raw.get("value"))
     if value not in (None, ""):
         try:
             value = int(value)
         except (TypeError, ValueError):
-            raise ValueError(
-                f"{where}: {raw['name']}: id {value!r} is not a whole number"
-            ) from None
+            raise ValueError(f"{where}: {name}: id {value!r} is not a whole number") from None
         if not 0 <= value <= 65535:
-            raise ValueError(f"{where}: {raw['name']}: id {value} is not in 0..65535")
+            raise ValueError(f"{where}: {name}: id {value} is not in 0..65535")
     else:
         value = None
     colour = raw.get("color", raw.get("colour"))
@@ -101,22 +112,26 @@ def _entry(raw: dict, index: int, where: str) -> ClassEntry:
         colour = [raw["r"], raw["g"], raw["b"]]
     ignore = str(raw.get("ignore", "")).strip().lower() in ("true", "1", "yes")
     return ClassEntry(
-        raw["name"], value, _colour(colour, where) if colour not in (None, "") else None, ignore
+        name, value, _colour(colour, where) if colour not in (None, "") else None, ignore
     )
 
 
 def read_classes_file(path: str | Path) -> list[ClassEntry]:
     """The classes a file names, in order: JSON (a list of {name, color, id, ignore}, or
-    {"classes": [...]}), YAML (the same) or CSV (columns name, color or r/g/b, id, ignore).
-    ``DataError`` naming the file for an unreadable, empty or contradictory one."""
+    {"classes": [...]}), YAML (the same) or CSV (columns name, color or r/g/b, id, ignore;
+    separated by commas, semicolons or tabs). UTF-8, with or without the byte-order mark
+    spreadsheets write. ``DataError`` naming the file for an unreadable, empty or
+    contradictory one."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"{path}: cannot read the classes file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: the classes file is not UTF-8 text (save it as UTF-8)") from None
     try:
         if path.suffix.lower() == ".csv":
-            rows: object = list(csv.DictReader(line for line in text.splitlines() if line.strip()))
+            rows: object = _csv_rows(text)
         elif path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
@@ -134,18 +149,55 @@ def read_classes_file(path: str | Path) -> list[ClassEntry]:
         entries = [_entry(raw, i, str(path)) for i, raw in enumerate(rows)]
     except ValueError as exc:
         raise DataError(str(exc)) from None
+    _check_entries(entries, path)
+    return entries
+
+
+def _csv_rows(text: str) -> list[dict]:
+    """A CSV file's rows by column, the separator (``,`` ``;`` or tab) the header's own:
+    spreadsheets in many locales save CSV with semicolons."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    delimiter = max((",", ";", "\t"), key=lines[0].count) if lines else ","
+    rows = csv.DictReader(lines, delimiter=delimiter)
+    return [{(k or "").strip().lower(): v for k, v in row.items()} for row in rows]
+
+
+def _check_entries(entries: list[ClassEntry], path: Path) -> None:
+    """``DataError`` for a file that contradicts itself: ids given for some classes only (a
+    defaulted id, its position, would silently take another class's pixels), a name, id or
+    colour twice, no class left after the ignore entry, or more classes than ENet holds."""
     kept = [e for e in entries if not e.ignore]
     if not kept:
         raise DataError(f"{path}: every class is marked ignore")
+    if len(kept) > MAX_CLASSES:
+        raise DataError(
+            f"{path}: names {len(kept)} classes; ENet's class maps hold at most {MAX_CLASSES} "
+            "(merge classes, or mark the unwanted ones ignore)"
+        )
+    with_id = [e for e in kept if e.value is not None]
+    if with_id and len(with_id) < len(kept):
+        lacking = next(e for e in kept if e.value is None)
+        raise DataError(
+            f"{path}: {lacking.name} has no id, but {with_id[0].name} has one (give every "
+            "class an id, or none: each class's id is then its position)"
+        )
     for what, keys in (
         ("names", [e.name for e in kept]),
-        ("ids", [e.value for e in entries if e.value is not None]),
+        (
+            "ids",
+            [*_class_values(kept), *(e.value for e in entries if e.ignore and e.value is not None)],
+        ),
         ("colours", [e.colour for e in entries if e.colour is not None]),
     ):
         double = sorted({str(k) for k in keys if keys.count(k) > 1})
         if double:
             raise DataError(f"{path}: the same {what[:-1]} twice: {', '.join(double)}")
-    return entries
+
+
+def _class_values(kept: list[ClassEntry]) -> list[int]:
+    """The mask value of each class (ignore entries left out): its id, or where the file
+    gives none, its position among the classes."""
+    return [i if e.value is None else e.value for i, e in enumerate(kept)]
 
 
 # --- masks --------------------------------------------------------------------------------------
@@ -202,7 +254,32 @@ def read_label_classes(path: Path, classes: ClassSet) -> np.ndarray:
     if classes.encoding is None:
         return read_label_as_classes(path, classes)
     colour = classes.encoding["kind"] == "colour"
-    return decode_mask(read_mask(path, colour=colour), classes, path)
+    return decode_mask(_read_mask(path, colour), classes, path)
+
+
+def _read_mask(path: Path, colour: bool) -> np.ndarray:
+    """``read_mask``, and two kinds of index mask it refuses that image editors write: 1-bit
+    (read as 0 and 1) and grey with alpha (the alpha dropped)."""
+    try:
+        return read_mask(path, colour=colour)
+    except DataError:
+        other = None if colour else _bilevel_or_grey_alpha(path)
+        if other is None:
+            raise
+        return other
+
+
+def _bilevel_or_grey_alpha(path: Path) -> np.ndarray | None:
+    """A 1-bit or grey-with-alpha mask's class values; None for any other file."""
+    try:
+        with Image.open(path) as im:
+            if im.mode == "1":
+                return np.asarray(im, dtype=np.uint8)
+            if im.mode == "LA":
+                return np.asarray(im.getchannel("L"))
+    except Exception:  # unreadable: read_mask has said so
+        return None
+    return None
 
 
 def mask_files(folder: Path) -> dict[str, Path]:
@@ -210,21 +287,27 @@ def mask_files(folder: Path) -> dict[str, Path]:
     return _files(folder, MASK_SUFFIXES)
 
 
-def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    """Files below ``folder`` by their path without the extension."""
+def _files(
+    folder: Path, suffixes: tuple[str, ...], clashes: dict[str, list[Path]] | None = None
+) -> dict[str, Path]:
+    """Files below ``folder`` by their path without the extension; the first of two that
+    share it (``000.jpg``, ``000.png``), the other added to ``clashes`` under the key."""
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
     for p in sorted(folder.rglob("*")):
         if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."):
-            found.setdefault(p.relative_to(folder).with_suffix("").as_posix(), p)
+            key = p.relative_to(folder).with_suffix("").as_posix()
+            if key in found and clashes is not None:
+                clashes.setdefault(key, [found[key]]).append(p)
+            found.setdefault(key, p)
     return found
 
 
 def _in_val(key: str, fraction: float) -> bool:
     """Whether ``key`` goes to the val split carved from train: by a hash of the name, so the
     choice is the same on every machine and in any file order."""
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = hashlib.sha256(os.fsencode(key)).digest()  # names need not be UTF-8
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
@@ -267,7 +350,7 @@ class FolderLayout:
         if not 0 <= val_fraction < 1:
             raise UsageError(f"--val-fraction {val_fraction}: must be at least 0 and below 1")
         kind, image_dir, mask_dir, splits = _structure(root, images, masks)
-        carve = bool(val_fraction) and "val" not in splits and "train" in splits
+        carve = _carves(root, val_fraction, splits)
         layout = cls(
             root, kind, image_dir, mask_dir, None, val_fraction if carve else 0.0,
             resize_masks, (*splits, "val") if carve else splits,
@@ -289,8 +372,13 @@ class FolderLayout:
     def splits(self) -> tuple[str, ...]:
         return self.split_names
 
-    def pairs_of(self, split: str) -> tuple[dict[str, Path], dict[str, Path]]:
-        """(images, masks) of a split as found, by key, before pairing."""
+    def pairs_of(
+        self, split: str, problems: list[str] | None = None
+    ) -> tuple[dict[str, Path], dict[str, Path]]:
+        """(images, masks) of a split as found, by key, before pairing. Two files of one
+        name (``000.jpg``, ``000.png``) leave the pair out, each named in ``problems`` when
+        it is given, else a ``DataError``: which of them is meant is not ours to guess."""
+        clashes: dict[str, list[Path]] = {}
         carved = bool(self.val_fraction) and split in ("train", "val")
         source = "train" if carved else split
         if self.kind == "voc":
@@ -302,8 +390,8 @@ class FolderLayout:
             }
         else:
             image_dir, mask_dir = self._split_dirs(source)
-            images = _files(image_dir, IMAGE_SUFFIXES)
-            masks = _files(mask_dir, MASK_SUFFIXES)
+            images = _files(image_dir, IMAGE_SUFFIXES, clashes)
+            masks = _files(mask_dir, MASK_SUFFIXES, clashes)
         if carved:
 
             def keep(key: str) -> bool:
@@ -311,6 +399,18 @@ class FolderLayout:
 
             images = {k: v for k, v in images.items() if keep(k)}
             masks = {k: v for k, v in masks.items() if keep(k)}
+            clashes = {k: v for k, v in clashes.items() if keep(k)}
+        for key, (first, *others) in sorted(clashes.items()):
+            names = " and ".join(p.name for p in others)
+            message = (
+                f"{first}: {names} has the same name without the extension (keep one: "
+                "images and masks pair by that name)"
+            )
+            if problems is None:
+                raise DataError(message)
+            problems.append(message)
+            images.pop(key, None)
+            masks.pop(key, None)
         return images, masks
 
     def find_samples(
@@ -320,7 +420,9 @@ class FolderLayout:
             raise DataError(
                 f"{self.root}: no split {split!r} (found: {', '.join(self.split_names)})"
             )
-        images, masks = self.pairs_of(split)
+        images, masks = self.pairs_of(split, unpaired)
+        if not images.keys() & masks.keys():
+            raise DataError(self._no_pairs(split, images, masks))
         return pair_by_key(images, masks, str(self.root), unpaired)
 
     def read_class_ids(self, path: Path) -> np.ndarray:
@@ -328,12 +430,48 @@ class FolderLayout:
 
     # --- helpers ---
 
+    def _no_pairs(self, split: str, images: dict[str, Path], masks: dict[str, Path]) -> str:
+        """Why ``split`` holds no pair, and what to do."""
+        if self.val_fraction and split in ("train", "val"):
+            total = sum(len(self.pairs_of(s, [])[0]) for s in ("train", "val"))
+            return (
+                f"{self.images}: --val-fraction {self.val_fraction} of {total} images leaves "
+                f"the {split} split empty (choose a fraction that leaves both some images)"
+            )
+        where = self.root if self.kind == "voc" else self._split_dirs(split)[0]
+        found = ", ".join(
+            f"{len(files)} {what}"
+            + (f" such as {next(iter(files.values())).name}" if files else "")
+            for what, files in (("images", images), ("masks", masks))
+        )
+        return (
+            f"{where}: the {split} split has no image/mask pairs ({found}; an image and its "
+            "mask pair by name without the extension, case counting; or prepare the other "
+            "splits with --split)"
+        )
+
     def _split_dirs(self, split: str) -> tuple[Path, Path]:
         if self.kind == "one folder":
             return self.images, self.masks
         if self.kind == "segnet":
             return self.root / split, self.root / f"{split}annot"
         return self.images / split, self.masks / split
+
+
+def _carves(root: Path, val_fraction: float, splits: tuple[str, ...]) -> bool:
+    """Whether ``--val-fraction`` holds val out of train: only where there is a train
+    split and no val split; said, never silently dropped."""
+    if not val_fraction:
+        return False
+    if "val" in splits:
+        print(f"warning: {root}: has a val split; --val-fraction {val_fraction} not used")
+        return False
+    if "train" not in splits:
+        raise UsageError(
+            f"{root}: --val-fraction {val_fraction} holds val out of the train split, and "
+            f"the splits are {', '.join(splits)} (name one train, or leave out --val-fraction)"
+        )
+    return True
 
 
 def _structure(
@@ -368,16 +506,32 @@ def _structure(
             )
     subfolders = sorted(p.name for p in image_dir.iterdir() if p.is_dir())
     loose = any(p.suffix.lower() in IMAGE_SUFFIXES for p in image_dir.iterdir() if p.is_file())
-    if subfolders and not loose and all((mask_dir / s).is_dir() for s in subfolders):
-        return "split folders", image_dir, mask_dir, tuple(subfolders)
+    labelled = tuple(s for s in subfolders if (mask_dir / s).is_dir())
+    if subfolders and not loose and labelled:
+        for split in sorted(set(subfolders) - set(labelled)):  # a test split without masks
+            print(f"warning: {image_dir / split}: no {mask_dir / split} folder; split not prepared")
+        return "split folders", image_dir, mask_dir, labelled
     return "one folder", image_dir, mask_dir, ("train",)
 
 
 def _mask_files(layout: FolderLayout) -> list[Path]:
     found: list[Path] = []
     for split in layout.split_names:
-        found += layout.pairs_of(split)[1].values()
+        found += layout.pairs_of(split, [])[1].values()  # files of one name: named later
     return sorted(set(found))
+
+
+def _first_mask(masks: list[Path]) -> tuple[str, list | None]:
+    """(mode, palette or None) of the first mask that opens: one unreadable file is named
+    (or skipped with ``--skip-bad``) where it is prepared, not here."""
+    for path in masks:
+        try:
+            with Image.open(path) as im:
+                return im.mode, im.getpalette() if im.mode == "P" else None
+        except Exception:  # PIL raises many kinds; read_mask names the first below
+            continue
+    read_mask(masks[0], colour=False)  # the standard "<path>: unreadable mask (...)"
+    raise DataError(f"{masks[0]}: unreadable mask")
 
 
 def _class_set(
@@ -387,14 +541,22 @@ def _class_set(
     masks = _mask_files(layout)
     if not masks:
         raise DataError(f"{layout.root}: no masks found ({', '.join(MASK_SUFFIXES)})")
-    with Image.open(masks[0]) as first:
-        colour = first.mode in ("RGB", "RGBA")
-        palette = first.getpalette() if first.mode == "P" else None
+    mode, palette = _first_mask(masks)
+    colour = mode in ("RGB", "RGBA")
     name = layout.root.resolve().name or "folder"
     if classes_file is not None:
         entries = read_classes_file(classes_file)
+        colour = colour or (mode == "P" and _by_colour(entries))
         return _from_entries(entries, name, colour, classes_file, ignore)
     return _from_masks(masks, name, colour, ignore, palette)
+
+
+def _by_colour(entries: list[ClassEntry]) -> bool:
+    """Whether palette masks are read by colour: where the classes file gives colours and
+    no ids. A palette's order is the drawing program's, not the file's; ids, where given,
+    are the palette indices."""
+    kept = [e for e in entries if not e.ignore]
+    return all(e.value is None and e.colour is not None for e in kept)
 
 
 def _from_entries(
@@ -408,14 +570,20 @@ def _from_entries(
         lacking = [e.name for e in entries if e.colour is None]
         if lacking:
             raise DataError(
-                f"{source}: the masks are colour images, but {', '.join(lacking[:3])} has no colour"
+                f"{source}: the masks are read by colour, but {', '.join(lacking[:3])} has no "
+                "colour (give each entry its colour)"
             )
         values = [int(_pack(np.array(e.colour))) for e in kept]
         ignore_value = int(_pack(np.array(ignored[0].colour))) if ignored else None
     else:
-        values = [e.value if e.value is not None else i for i, e in enumerate(kept)]
+        values = _class_values(kept)
         if ignored:
             ignore_value = ignored[0].value if ignored[0].value is not None else ignore
+            if ignore_value in values:  # only a defaulted ignore value can be a class's id
+                raise DataError(
+                    f"{source}: {ignored[0].name} has no id, and --ignore {ignore} is the id "
+                    f"of {kept[values.index(ignore_value)].name} (give {ignored[0].name} its id)"
+                )
         else:
             ignore_value = ignore if ignore not in values else None
     generated = generic_palette(len(kept))
@@ -440,7 +608,10 @@ def _from_masks(
     """Classes numbered from the values (or colours) the masks hold, with a warning."""
     seen: set[int] = set()
     for path in masks[:_SCAN_LIMIT]:
-        array = read_mask(path, colour=colour)
+        try:
+            array = _read_mask(path, colour)
+        except DataError:  # named (or skipped) where it is prepared
+            continue
         keys = _pack(array[..., :3]) if colour else array
         seen |= {int(v) for v in np.unique(keys)}
         if colour and len(seen) > MAX_COLOURS:
@@ -448,6 +619,14 @@ def _from_masks(
                 f"{path}: the masks hold more than {MAX_COLOURS} colours, not a class map "
                 "(JPEG-compressed?); give a classes file"
             )
+        if len(seen - {ignore}) > MAX_CLASSES:
+            raise DataError(
+                f"{path}: {len(seen)} distinct mask values; ENet's class maps hold at most "
+                f"{MAX_CLASSES} classes (is this an instance map? give a classes file, or "
+                "masks of class ids)"
+            )
+    if not seen:
+        _read_mask(masks[0], colour)  # none readable: the first one's error
     if not colour and ignore is not None and seen == {0, ignore}:
         raise DataError(
             f"{masks[0].parent}: the masks hold only 0 and {ignore}, and {ignore} is the ignore "

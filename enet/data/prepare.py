@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fileio import create_array, write_json_atomic
-from ..folders import locked_folder
+from ..folders import check_not_a_file, locked_folder
 from ..images import image_size
 from ..losses import (
     SEED_DECODER_WEIGHTS,
@@ -149,7 +149,14 @@ def _plan(
 
 
 def _source_size(samples: list[SourceSample]) -> tuple[int, int]:
-    return image_size(samples[0].image)
+    """The size of the first image that opens: an unreadable one is named (or skipped with
+    --skip-bad) with the split's other bad files."""
+    for sample in samples:
+        try:
+            return image_size(sample.image)
+        except DataError:
+            continue
+    return image_size(samples[0].image)  # none opens: the first one's error
 
 
 def _open_work(work: Path, plan: dict, num_classes: int) -> np.ndarray:
@@ -195,14 +202,14 @@ def _prepare_split(
     root: Path,
     out: Path,
     split: str,
+    found: tuple[list[SourceSample], list[str]],
     size: tuple[int, int] | None,
     workers: int,
     skip_bad: bool,
     progress: bool,
 ) -> dict:
     classes = layout.classes
-    unpaired: list[str] = []
-    samples = layout.find_samples(root, split, unpaired)
+    samples, unpaired = found
     size = tuple(size or layout.DEFAULT_SIZE or _source_size(samples))
     plan = _plan(dataset, root, split, samples, size, layout)
     final = out / split
@@ -254,12 +261,39 @@ def _prepare_split(
     return json.loads(done_file.read_text())
 
 
-def _check_paths(root: Path, out: Path) -> None:
-    root_r, out_r = root.resolve(), out.resolve()
-    if not root_r.is_dir():
+def _check_paths(root: Path, out: Path, *folders: str | Path | None) -> None:
+    """Refuse an ``out`` in the source: below ``root``, or below ``folders`` (``--images``,
+    ``--masks``: below ``root``, or anywhere when absolute)."""
+    if not root.resolve().is_dir():
         raise DataError(f"{root}: source folder not found")
-    if out_r == root_r or root_r in out_r.parents:
-        raise UsageError(f"--out {out} lies inside the source {root}; prepare never writes there")
+    out_r = out.resolve()
+    for source in (root, *(root / f for f in folders if f is not None)):
+        source_r = source.resolve()
+        if out_r == source_r or source_r in out_r.parents:
+            raise UsageError(
+                f"--out {out} lies inside the source {source}; prepare never writes there"
+            )
+
+
+def _find_splits(
+    layout: DatasetLayout, root: Path, splits: tuple[str, ...] | None
+) -> dict[str, tuple[list[SourceSample], list[str]]]:
+    """Each split's pairs and unpaired files, found before anything is written: a split
+    without pairs stops the run with no other split half-done. A split not named with
+    --split whose folder is missing is skipped with a word."""
+    found: dict[str, tuple[list[SourceSample], list[str]]] = {}
+    for split in splits or layout.splits():
+        unpaired: list[str] = []
+        try:
+            found[split] = (layout.find_samples(root, split, unpaired), unpaired)
+        except DataError as exc:
+            if splits is not None or "not found" not in str(exc):
+                raise
+            print(f"{split}: skipped ({exc})")
+    if not found:
+        names = ", ".join(splits or layout.splits())
+        raise DataError(f"{root}: none of the splits {names} could be prepared")
+    return found
 
 
 def prepare(
@@ -292,7 +326,7 @@ def prepare(
     if not enet_c > 1:
         raise UsageError(f"--enet-c must be above 1 (ENet's weights 1/ln(c + p)), got {enet_c}")
     root, out = Path(root), Path(out)
-    _check_paths(root, out)
+    _check_paths(root, out, images, masks)
     layout = layout_for(
         dataset,
         root,
@@ -303,9 +337,11 @@ def prepare(
         val_fraction=val_fraction,
         resize_masks=resize_masks,
     )
+    check_not_a_file(out)
+    found = _find_splits(layout, root, splits)
     with locked_folder(out, "prepare", claim=True, recognise=_made_by_prepare):
         return _prepare_into(
-            layout, dataset, root, out, splits, size, workers, skip_bad, enet_c, progress
+            layout, dataset, root, out, found, size, workers, skip_bad, enet_c, progress
         )
 
 
@@ -323,15 +359,13 @@ def _prepare_into(
     dataset: str,
     root: Path,
     out: Path,
-    splits: tuple[str, ...] | None,
+    found: dict[str, tuple[list[SourceSample], list[str]]],
     size: tuple[int, int] | None,
     workers: int | None,
     skip_bad: bool,
     enet_c: float,
     progress: bool,
 ) -> dict:
-    explicit = splits is not None
-    splits = splits or layout.splits()
     workers = workers or os.cpu_count() or 1
     classes = layout.classes
 
@@ -346,16 +380,10 @@ def _prepare_into(
         )
     split_info = dict(manifest.get("splits", {}))
     start = time.perf_counter()
-    for split in splits:
-        try:
-            info = _prepare_split(
-                layout, dataset, root, out, split, size, workers, skip_bad, progress
-            )
-        except DataError as exc:
-            if explicit or "not found" not in str(exc):
-                raise
-            print(f"{split}: skipped ({exc})")
-            continue
+    for split, pairs in found.items():
+        info = _prepare_split(
+            layout, dataset, root, out, split, pairs, size, workers, skip_bad, progress
+        )
         hist = np.load(out / split / "histograms.npy").sum(0)
         split_info[split] = {
             "source": str(Path(info["source"]).resolve()),
@@ -367,9 +395,6 @@ def _prepare_into(
             "source_size": info["source_size"],
             "histogram": hist.tolist(),
         }
-    if not split_info:
-        raise DataError(f"{root}: none of the splits {', '.join(splits)} could be prepared")
-
     ref = "train" if "train" in split_info else next(iter(split_info))
     hist = np.array(split_info[ref]["histogram"], dtype=np.int64)
     per_sample = np.load(out / ref / "histograms.npy")

@@ -1,7 +1,9 @@
 """The backends ``enet infer`` runs a model on, behind one interface: a ``Predictor`` takes
 N x 3 x H x W float32 RGB in [0, 1] and returns N x C x H x W logits (C x H/8 x W/8 for an
-encoder), and knows its ``classes``, its ``fixed_size`` (None: any multiple of 8) and its
-``name``.
+encoder), or takes N x H x W x 3 uint8 RGB and returns N x H x W uint8 class ids
+(``class_ids``: what inference needs, with the conversions inside the model where the backend
+can put them), and knows its ``classes``, its ``fixed_size`` (None: any multiple of 8), its
+``batch_size`` (None: any) and its ``name``.
 
 - OpenVINO on an exported file: on x86 CPUs well ahead of ONNX Runtime (fused convolutions,
   reused buffers, int8 kernels for ``enet export --int8`` files), the more so after the
@@ -29,15 +31,18 @@ import torch
 from ..checkpoint import bundled_models, load_checkpoint, resolve_checkpoint
 from ..data.classes import ClassSet
 from ..errors import UsageError
-from ..runtime import resolve_device
+from ..runtime import images_to_input, resolve_device
 from .onnx_meta import onnx_metadata
 from .openvino_graph import rewrite_for_this_cpu
 
 __all__ = [
+    "IDS",
+    "LOGITS",
     "OnnxPredictor",
     "OpenVinoPredictor",
     "Predictor",
     "TorchPredictor",
+    "argmax_ids",
     "compile_for_inference",
     "has_openvino",
     "keep_freed_memory",
@@ -47,13 +52,25 @@ __all__ = [
 
 
 class Predictor(Protocol):
-    """What ``enet infer`` runs: logits for a batch of images."""
+    """What ``enet infer`` runs: logits or class ids for a batch of images."""
 
     classes: ClassSet
     fixed_size: tuple[int, int] | None  # (width, height) the file was exported for, or None
+    batch_size: int | None  # the batch the file was exported for, or None: any
     name: str
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def class_ids(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def argmax_ids(logits: np.ndarray) -> np.ndarray:
+    """N x C x H x W logits -> N x H x W uint8 class ids."""
+    return logits.argmax(1).astype(np.uint8)
+
+
+def _fixed_batch(dim: object) -> int | None:
+    return dim if isinstance(dim, int) else None
 
 
 class OnnxPredictor:
@@ -78,10 +95,18 @@ class OnnxPredictor:
         shape = self.session.get_inputs()[0].shape
         fixed = all(isinstance(d, int) for d in shape[2:])
         self.fixed_size = (shape[3], shape[2]) if fixed else None
+        self.batch_size = _fixed_batch(shape[0])
         self.name = f"onnxruntime ({self.session.get_providers()[0]})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input": x})[0]
+
+    def class_ids(self, images: np.ndarray) -> np.ndarray:
+        return argmax_ids(self(images_to_input(images)))
+
+
+#: the heads an OpenVINO graph is compiled with (``OpenVinoPredictor._compile``)
+LOGITS, IDS = "logits", "class ids"
 
 
 class OpenVinoPredictor:
@@ -104,11 +129,14 @@ class OpenVinoPredictor:
         shapes_kept: int = 4,
         skip_rewrites: Collection[str] = (),
         bf16: bool = False,
+        head: str = LOGITS,
     ) -> None:
         """``shapes_kept``: how many fixed-shape graphs of a dynamic file to keep (0: always
         the dynamic graph). ``skip_rewrites``: rewrites of the graph (``openvino_graph``:
         each applies where it makes ENet faster on this CPU) to leave out. ``bf16``: compute
-        an fp32 file in bf16, on CPUs that do so natively (AMX, AVX512_BF16)."""
+        an fp32 file in bf16, on CPUs that do so natively (AMX, AVX512_BF16). ``head``: the
+        graph compiled now, LOGITS (``__call__``) or IDS (``class_ids``); the other is
+        compiled when first used."""
         import openvino as ov
 
         meta = onnx_metadata(path)
@@ -133,7 +161,7 @@ class OpenVinoPredictor:
         self.shapes_kept = shapes_kept
         try:
             self.model = self.core.read_model(str(path))
-            self.request = self._compile(self.model.clone())
+            self.requests = {head: self._compile(self.model.clone(), head)}
         except Exception as exc:
             raise UsageError(f"{path}: OpenVINO cannot compile it ({exc})") from None
         self.classes = ClassSet.from_dict(meta["enet.classes"])
@@ -141,20 +169,27 @@ class OpenVinoPredictor:
         self.static = shape.is_static
         fixed = shape[2].is_static and shape[3].is_static
         self.fixed_size = (shape[3].get_length(), shape[2].get_length()) if fixed else None
+        self.batch_size = shape[0].get_length() if shape[0].is_static else None
         self.output_stride = 8 if meta.get("enet.encoder_only") else 1
-        #: a dynamic file's graphs compiled for one input shape, and the shapes seen once
-        self.shape_requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
-        self.shapes_seen: OrderedDict[tuple[int, ...], None] = OrderedDict()
+        #: a dynamic file's graphs compiled for one input shape, and the shapes seen once;
+        #: keyed by (head, N x 3 x H x W shape)
+        self.shape_requests: OrderedDict[tuple, object] = OrderedDict()
+        self.shapes_seen: OrderedDict[tuple, None] = OrderedDict()
         self.logits: np.ndarray | None = None
         self.binding: tuple | None = None  # the request writing into self.logits, and where
         self.tensor = ov.Tensor  # wraps our logits array for a request
         self.name = "openvino (CPU, bf16)" if bf16 else "openvino (CPU)"
 
-    def _compile(self, model):
-        """An infer request for ``model``, which it changes."""
+    def _compile(self, model, head: str):
+        """An infer request for ``model``, which it changes: ``head`` LOGITS takes N x 3 x H x
+        W float32 and gives logits; IDS takes N x H x W x 3 uint8 and gives uint8 class ids,
+        the conversions and the argmax run inside the graph on OpenVINO's threads (in NumPy
+        they took ~13 ms of one core per 1024x512 frame, in the graph ~4 ms of two)."""
         import openvino as ov
 
         model = rewrite_for_this_cpu(model, self.int8, self.core, self.skip_rewrites)
+        if head == IDS:
+            return self._compile_ids(model)
         # logits as OpenVINO computes them, channels last: its reorder back to N x C x H x W
         # took 7-8 of ~100 ms at 1024x512 (__call__ returns an N x C x H x W view)
         post = ov.preprocess.PrePostProcessor(model)
@@ -162,20 +197,41 @@ class OpenVinoPredictor:
         post.output().tensor().set_layout(ov.Layout("NHWC"))
         return self.core.compile_model(post.build(), "CPU", self.config).create_infer_request()
 
-    def _request_for(self, shape: tuple[int, ...]):
+    def _compile_ids(self, model):
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        logits = model.get_results()[0].input_value(0)
+        one = ops.constant(np.int64(1))
+        top = ops.topk(logits, one, axis=1, mode="max", sort="none", index_element_type="i32")
+        ids = ops.convert(ops.squeeze(top.output(1), one), "u8")
+        model = ov.Model([ops.result(ids)], model.get_parameters(), "enet_class_ids")
+        pre = ov.preprocess.PrePostProcessor(model)
+        pre.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        pre.input().model().set_layout(ov.Layout("NCHW"))
+        pre.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+        return self.core.compile_model(pre.build(), "CPU", self.config).create_infer_request()
+
+    def _request_for(self, head: str, shape: tuple[int, ...]):
+        """The request to run ``shape`` (N x 3 x H x W) on: the file's own graph, or for a
+        dynamic file one compiled for that shape once it has come twice."""
+        if head not in self.requests:
+            self.requests[head] = self._compile(self.model.clone(), head)
+        base = self.requests[head]
         if self.static or not self.shapes_kept:
-            return self.request
-        if shape in self.shape_requests:
-            self.shape_requests.move_to_end(shape)
-            return self.shape_requests[shape]
-        if shape not in self.shapes_seen:
-            self.shapes_seen[shape] = None
+            return base
+        key = (head, shape)
+        if key in self.shape_requests:
+            self.shape_requests.move_to_end(key)
+            return self.shape_requests[key]
+        if key not in self.shapes_seen:
+            self.shapes_seen[key] = None
             if len(self.shapes_seen) > self.SHAPES_REMEMBERED:
                 self.shapes_seen.popitem(last=False)
-            return self.request
+            return base
         model = self.model.clone()
         model.reshape({0: list(shape)})
-        self.shape_requests[shape] = request = self._compile(model)
+        self.shape_requests[key] = request = self._compile(model, head)
         if len(self.shape_requests) > self.shapes_kept:
             self.shape_requests.popitem(last=False)
         return request
@@ -185,7 +241,7 @@ class OpenVinoPredictor:
         own buffer took 6-9 of ~80 ms at 1024x512). The array is reused while nothing else
         refers to it, else a new one is made, so returned logits stay valid. (A request keeps
         a pointer to it, not a reference: the predictor holds it.)"""
-        request = self._request_for(x.shape)
+        request = self._request_for(LOGITS, x.shape)
         n, _, h, w = x.shape
         s = self.output_stride
         shape = (n, h // s, w // s, self.classes.num_classes)
@@ -199,6 +255,12 @@ class OpenVinoPredictor:
             self.binding = binding
         request.infer({0: x})
         return np.moveaxis(self.logits, -1, 1)
+
+    def class_ids(self, images: np.ndarray) -> np.ndarray:
+        n, h, w, c = images.shape
+        request = self._request_for(IDS, (n, c, h, w))
+        request.infer({0: images})
+        return request.get_output_tensor(0).data.copy()
 
 
 def has_openvino() -> bool:
@@ -262,12 +324,21 @@ class TorchPredictor:
         if self.device.type == "cpu":
             keep_freed_memory()
         self.fixed_size = None
+        self.batch_size = None
         self.name = f"pytorch{' compiled' if compile else ''} ({self.device.type})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return self.model(t).float().cpu().numpy()
+
+    def class_ids(self, images: np.ndarray) -> np.ndarray:
+        if not images.flags.writeable:  # a decoded image's array: torch wants to own one
+            images = images.copy()
+        t = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255
+        with torch.inference_mode():
+            logits = self.model(t.contiguous(memory_format=torch.channels_last))
+            return logits.argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def load_predictor(
@@ -277,12 +348,14 @@ def load_predictor(
     device: str = "auto",
     compile: bool = False,
     bf16: bool = False,
+    class_ids: bool = False,
 ) -> Predictor:
     """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
     ``backend``: auto, onnx (ONNX Runtime), openvino or torch. auto takes the fastest that
     fits: OpenVINO for an ONNX file (fp32 or int8) on the CPU when installed, ONNX Runtime
     for other ONNX files (CUDA, the first int8 exports), PyTorch for checkpoints. ``compile``:
-    PyTorch only, see ``compile_for_inference``; ``bf16``: OpenVINO only."""
+    PyTorch only, see ``compile_for_inference``; ``bf16``: OpenVINO only. ``class_ids``: the
+    caller will ask for class ids, not logits (OpenVINO compiles that graph first)."""
     path = resolve_checkpoint(model)
     if not path.is_file():
         known = ", ".join(bundled_models())
@@ -305,7 +378,7 @@ def load_predictor(
     if backend == "openvino":
         if not has_openvino():
             raise UsageError("--backend openvino needs OpenVINO: pip install 'enet[openvino]'")
-        return OpenVinoPredictor(path, bf16=bf16)
+        return OpenVinoPredictor(path, bf16=bf16, head=IDS if class_ids else LOGITS)
     if backend == "onnx":
         return OnnxPredictor(path, device)
     return TorchPredictor(path, device, compile)

@@ -1,12 +1,13 @@
-"""``enet infer``: segment images, videos and folders of them with a model on any backend.
+"""``enet infer``: segment images, videos and folders of them with a model on any backend,
+through ``enet.Segmenter``.
 
-Any input size: the image is padded to a multiple of 8 and the prediction cropped back, or
-(``resize``, and always for an ONNX model with a fixed input size) resized to the model's
-size and the prediction resized back by nearest. Per image: ``<stem>_pred.png`` (class
-index per pixel), ``_color.png`` and ``_overlay.png``, in the input's sub-folder mirrored
-under the output folder. With ``labels``, the seed's 310 metric (``metric.txt``) is computed
-at the model's size as the seed's ``eval310.py`` does, with ``metric.json`` (scores by class
-name) and ``confusion.png`` beside it. A file that cannot be read is
+Per image, in the input's sub-folder mirrored under the output folder, the ``outputs``
+chosen of: ``<stem>_pred.png`` (class id per pixel), ``_color.png`` (the same ids with the
+classes' colours as the PNG's palette) and ``_overlay.jpg``; per video ``<stem>_pred/``
+frames and ``_overlay.mp4``. Images are decoded one ahead and outputs encoded on a thread
+of their own while the model runs. With ``labels``, the seed's 310 metric (``metric.txt``)
+is computed at the model's size as the seed's ``eval310.py`` does, with ``metric.json``
+(scores by class name) and ``confusion.png`` beside it. A file that cannot be read is
 reported and skipped; the run goes on. Nothing is written before every output name is
 known to be free.
 """
@@ -16,7 +17,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +34,22 @@ from ..data import cityscapes
 from ..data.classes import ClassSet, check_same_classes, class_set
 from ..data.folder import MASK_SUFFIXES, mask_files, read_label_classes
 from ..errors import DataError, EnetError, OutputError, UsageError
-from ..fileio import check_not_input, write_json_atomic, write_png_atomic
-from ..folders import locked_folder
+from ..fileio import check_not_input, write_jpeg_atomic, write_json_atomic, write_png_atomic
+from ..folders import LOCK_NAME, locked_folder
 from ..images import read_rgb
 from ..metrics import ConfusionMatrix, write_310_metric, write_metric_json
-from ..model import SIZE_MULTIPLE
-from ..runtime import image_to_input
-from ..visualize import colorize, overlay, plot_confusion
-from .backends import Predictor, load_predictor
-from .video import VIDEO_SUFFIXES, segment_video
+from ..visualize import plot_confusion
+from .segmenter import Segmentation, Segmenter
+from .video import VIDEO_SUFFIXES, write_video_outputs
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "OUTPUTS",
     "InferenceReport",
     "find_inputs",
     "output_stems",
     "run_inference",
+    "shard_of",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -96,12 +101,19 @@ def output_stems(files: list[Path], inputs: list[Path]) -> dict[Path, Path]:
     }
 
 
+#: what ``outputs`` may name: per image ``_pred.png`` (class ids), ``_color.png`` (the class
+#: ids with the classes' colours as a palette) and ``_overlay.jpg``; per video ``_pred/`` and
+#: ``_overlay.mp4``
+OUTPUTS = ("pred", "color", "overlay")
+
+
 @dataclass
 class InferenceReport:
     processed: int = 0
     failed: list[str] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     metric: dict | None = None
+    seconds: float = 0.0  # from the first input read to the last output written
 
     def timing(self) -> dict:
         lat = np.asarray(self.latency_ms)
@@ -113,7 +125,9 @@ class InferenceReport:
                 "p50": float(np.percentile(lat, 50)),
                 "p90": float(np.percentile(lat, 90)),
             },
-            "throughput_fps": float(1000 / lat.mean()),
+            "model_fps": float(1000 / np.percentile(lat, 50)),
+            "seconds": self.seconds,
+            "end_to_end_fps": len(lat) / self.seconds if self.seconds else 0.0,
         }
 
 
@@ -127,15 +141,25 @@ class _Plan:
     outputs: list[Path]
 
 
+def shard_of(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """Shard ``i`` of ``n`` (0 <= i < n): every n-th file from the i-th, of the sorted inputs,
+    so that n runs over the same inputs cover each file exactly once."""
+    if shard is None:
+        return files
+    index, count = shard
+    return files[index::count]
+
+
 def _plan(
     inputs: list[Path],
     out: Path,
     *,
     model: str | Path,
     timing_file: str | Path | None,
-    pictures: bool,
+    outputs: Collection[str],
     labels: bool,
     label_ids: bool,
+    shard: tuple[int, int] | None,
 ) -> _Plan:
     """Find the inputs and name every output, refusing collisions and inputs in ``out``."""
     for p in inputs:
@@ -146,8 +170,8 @@ def _plan(
             )
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file where a folder is expected (choose another --out)")
-    files = find_inputs(inputs, exclude=out)
-    if not files:
+    found = find_inputs(inputs, exclude=out)
+    if not found:
         inside = [p for p in inputs if p.resolve().is_relative_to(out.resolve())]
         if inside:
             raise UsageError(
@@ -155,7 +179,13 @@ def _plan(
                 "(choose another --out)"
             )
         raise UsageError(f"no images or videos found in {', '.join(str(p) for p in inputs)}")
-    stems = output_stems(files, inputs)
+    stems = output_stems(found, inputs)  # of every input: a shard's names are the whole run's
+    files = shard_of(found, shard)
+    if not files:
+        raise UsageError(
+            f"--shard {shard[0]}/{shard[1]}: no inputs fall in it ({len(found)} inputs; use "
+            "fewer shards)"
+        )
     keys = [cityscapes.frame_key(stems[f].name) for f in files]
     if label_ids and len(set(keys)) < len(keys):
         double = sorted({k for k in keys if keys.count(k) > 1})
@@ -163,25 +193,29 @@ def _plan(
             f"--label-ids names outputs by Cityscapes frame, and several inputs are frame "
             f"{double[0]} (give them to separate runs)"
         )
-    timing = Path(timing_file) if timing_file else out / "timing.json"
     if timing_file:
+        timing = Path(timing_file)
         check_not_input(timing, [resolve_checkpoint(model), *inputs])
-    outputs = [timing]
+    elif shard:
+        timing = out / f"timing-shard-{shard[0]}-of-{shard[1]}.json"
+    else:
+        timing = out / "timing.json"
+    planned = [timing]
     for f in files:
         stem = out / stems[f]
         if f.suffix.lower() in VIDEO_SUFFIXES:
-            names = ["_pred", "_overlay.mp4"]
+            names = {"pred": "_pred", "overlay": "_overlay.mp4"}
         else:
-            names = ["_pred.png", *(["_color.png", "_overlay.png"] if pictures else [])]
-        outputs += [stem.with_name(stem.name + n) for n in names]
+            names = {"pred": "_pred.png", "color": "_color.png", "overlay": "_overlay.jpg"}
+        planned += [stem.with_name(stem.name + n) for kind, n in names.items() if kind in outputs]
     if labels:
-        outputs += [out / "metric.txt", out / "metric.json", out / "confusion.png"]
+        planned += [out / "metric.txt", out / "metric.json", out / "confusion.png"]
     if label_ids:
-        outputs += [out / "labelIds" / f"{k}_leftImg8bit.png" for k in keys]
-    if len(set(outputs)) < len(outputs):
-        double = next(p for p in outputs if outputs.count(p) > 1)
+        planned += [out / "labelIds" / f"{k}_leftImg8bit.png" for k in keys]
+    if len(set(planned)) < len(planned):
+        double = next(p for p in planned if planned.count(p) > 1)
         raise UsageError(f"{double}: two inputs would write this output (rename one of them)")
-    return _Plan(files, stems, timing, outputs)
+    return _Plan(files, {f: stems[f] for f in files}, timing, planned)
 
 
 def run_inference(
@@ -194,25 +228,39 @@ def run_inference(
     resize: tuple[int, int] | None = None,
     labels: str | Path | None = None,
     timing_file: str | Path | None = None,
-    pictures: bool = True,
+    outputs: Collection[str] | None = None,
     progress: bool = True,
     label_ids: bool = False,
     compile: bool = False,
     bf16: bool = False,
+    shard: tuple[int, int] | None = None,
     overwrite: bool = False,
 ) -> InferenceReport:
     """Segment every input; see the module docstring for what is written. Outputs mirror
     the inputs' sub-folders under ``out`` (``output_stems``); files below ``out`` are never
-    read as inputs, and existing outputs are replaced only with ``overwrite``."""
+    read as inputs, and existing outputs are replaced only with ``overwrite``. ``shard``:
+    (i, n), this run's share of the inputs (``shard_of``). ``outputs``: some of ``OUTPUTS``
+    (None: all)."""
+    outputs = OUTPUTS if outputs is None else tuple(outputs)
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown:
+        raise UsageError(f"--outputs {unknown[0]}: unknown (choose from {', '.join(OUTPUTS)})")
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise UsageError(f"--shard {shard[0]}/{shard[1]}: give I/N with 0 <= I < N")
+    if shard is not None and labels is not None:
+        raise UsageError(
+            "--labels scores all the inputs in one run; it cannot be split with --shard"
+        )
     out = Path(out)
     plan = _plan(
         [Path(p) for p in inputs],
         out,
         model=model,
         timing_file=timing_file,
-        pictures=pictures,
+        outputs=outputs,
         labels=labels is not None,
         label_ids=label_ids,
+        shard=shard,
     )
     existing = [p for p in plan.outputs if p.exists()]
     if existing and not overwrite:
@@ -221,21 +269,22 @@ def run_inference(
             f"{existing[0]}: already exists{more} (pass --overwrite to replace them, or "
             "choose another --out)"
         )
-    predictor = load_predictor(model, backend=backend, device=device, compile=compile, bf16=bf16)
-    target = predictor.fixed_size or resize
-    label_files = _label_files(labels, predictor.classes, target, plan)
     videos = [f for f in plan.files if f.suffix.lower() in VIDEO_SUFFIXES]
     if videos and importlib.util.find_spec("av") is None:
         raise UsageError(f"{videos[0]}: video needs PyAV: pip install 'enet[video]'")
-    with locked_folder(out, "infer"):
+    segmenter = Segmenter(
+        model, backend=backend, device=device, resize=resize, compile=compile, bf16=bf16
+    )
+    label_files = _label_files(labels, segmenter.classes, segmenter.input_size, plan)
+    lock = f".enet.lock.shard-{shard[0]}-of-{shard[1]}" if shard else LOCK_NAME
+    with locked_folder(out, "infer", lock_name=lock):
         return _run(
-            predictor,
+            segmenter,
             plan,
             out,
-            target,
             label_files,
             model_name=str(model),
-            pictures=pictures,
+            outputs=outputs,
             progress=progress,
             label_ids=label_ids,
             overwrite=overwrite,
@@ -278,117 +327,215 @@ def _label_files(
     return found
 
 
-def _segment(
-    predictor: Predictor, rgb: np.ndarray, target: tuple[int, int] | None, latency_ms: list
-) -> tuple[np.ndarray, np.ndarray]:
-    """H x W x 3 uint8 -> class indices at the model's resolution and at the input's."""
-    h, w = rgb.shape[:2]
-    x = image_to_input(rgb, target)
-    mh, mw = x.shape[2:]
-    x = np.pad(x, ((0, 0), (0, 0), (0, -mh % SIZE_MULTIPLE), (0, -mw % SIZE_MULTIPLE)), "edge")
-    start = time.perf_counter()
-    logits = predictor(x)
-    latency_ms.append((time.perf_counter() - start) * 1e3)
-    small = logits[0].argmax(0)[:mh, :mw].astype(np.uint8)
-    if small.shape == (h, w):
-        return small, small
-    return small, np.asarray(Image.fromarray(small).resize((w, h), Image.NEAREST))
+class _Writer:
+    """Encodes and writes outputs on a thread of its own, in order, while the model runs on
+    the next input; at most ``depth`` jobs wait (memory stays bounded). The first error
+    stops the run where it is raised: at the next ``submit`` or at ``drain``."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="enet-write")
+        self.pending: deque[Future] = deque()
+        self.depth = depth
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        for job in self.pending:
+            job.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def _read_ahead(files: list[Path], pool: ThreadPoolExecutor) -> Iterator[tuple[Path, Future]]:
+    """Each file with its decoding, started two files ahead on ``pool``."""
+    jobs: deque[tuple[Path, Future]] = deque()
+    for path in files:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            jobs.append((path, pool.submit(read_rgb, path, upright=True)))
+        else:
+            jobs.append((path, None))
+        if len(jobs) > 2:
+            yield jobs.popleft()
+    yield from jobs
+
+
+def _write_image_outputs(
+    stem: Path,
+    result: Segmentation,
+    *,
+    outputs: Collection[str],
+    label_ids: np.ndarray | None,
+    label_ids_path: Path,
+    replace: bool,
+) -> None:
+    if "pred" in outputs:
+        write_png_atomic(stem.with_name(f"{stem.name}_pred.png"), result.ids, replace=replace)
+    if label_ids is not None:  # the benchmark's naming: <city>_<seq>_<frame>*.png, label ids
+        write_png_atomic(label_ids_path, label_ids[result.ids], replace=replace)
+    if "color" in outputs:
+        path = stem.with_name(f"{stem.name}_color.png")
+        write_png_atomic(path, result.ids, palette=result.classes.palette, replace=replace)
+    if "overlay" in outputs:
+        path = stem.with_name(f"{stem.name}_overlay.jpg")
+        write_jpeg_atomic(path, result.overlay(), replace=replace)
 
 
 def _run(
-    predictor: Predictor,
+    segmenter: Segmenter,
     plan: _Plan,
     out: Path,
-    target: tuple[int, int] | None,
     label_files: dict[Path, Path | None] | None,
     *,
     model_name: str,
-    pictures: bool,
+    outputs: Collection[str],
     progress: bool,
     label_ids: bool,
     overwrite: bool,
 ) -> InferenceReport:
-    classes = predictor.classes
+    classes = segmenter.classes
     cm = ConfusionMatrix(classes.num_classes, classes.void) if label_files is not None else None
     lut = cityscapes.label_id_table(classes) if label_ids else None
     report = InferenceReport()
-
-    def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _segment(predictor, rgb, target, report.latency_ms)
-
-    for path in tqdm(plan.files, desc="infer", unit="file", disable=not progress):
-        stem = out / plan.stems[path]
-        if path.suffix.lower() in VIDEO_SUFFIXES:
+    start = time.perf_counter()
+    writer = _Writer()
+    reader = ThreadPoolExecutor(1, thread_name_prefix="enet-read")
+    try:
+        bar = tqdm(total=len(plan.files), desc="infer", unit="file", disable=not progress)
+        for path, decoding in _read_ahead(plan.files, reader):
+            bar.update()
+            stem = out / plan.stems[path]
+            if decoding is None:
+                if _video(path, stem, segmenter, writer, report, outputs, overwrite):
+                    report.processed += 1
+                continue
             try:
-                segment_video(path, stem, segment, classes, replace=overwrite)
-            except OutputError:
-                raise
-            except Exception as exc:
-                if isinstance(exc, EnetError):
-                    reason = str(exc)
-                else:
-                    detail = getattr(exc, "strerror", None) or exc  # FFmpeg's, without errno
-                    reason = f"{path}: unreadable video ({detail})"
-                print(f"warning: {reason}; skipped, nothing written for it")
+                rgb = decoding.result()
+            except DataError as exc:
+                print(f"warning: {exc}; skipped")
                 report.failed.append(str(path))
                 continue
-            report.processed += 1
-            continue
-        try:
-            rgb = read_rgb(path, upright=True)
-        except DataError as exc:
-            print(f"warning: {exc}; skipped")
-            report.failed.append(str(path))
-            continue
-        small, pred = segment(rgb)
-        key = cityscapes.frame_key(stem.name)
-        if cm is not None:
-            label_file = label_files[path]
-            if label_file is None:
-                print(f"warning: {path}: no label for it in --labels, not scored")
-            else:
-                truth = read_label_classes(label_file, classes)
-                truth = np.asarray(Image.fromarray(truth).resize(target, Image.NEAREST))
-                cm.update(
-                    torch.from_numpy(small.astype(np.int64)),
-                    torch.from_numpy(truth.astype(np.int64)),
+            result = segmenter(rgb)
+            report.latency_ms.append(result.latency_ms)
+            if cm is not None:
+                _score(cm, result, path, label_files[path], segmenter.input_size)
+            key = cityscapes.frame_key(stem.name)
+            writer.submit(
+                partial(
+                    _write_image_outputs,
+                    stem,
+                    result,
+                    outputs=outputs,
+                    label_ids=lut,
+                    label_ids_path=out / "labelIds" / f"{key}_leftImg8bit.png",
+                    replace=overwrite,
                 )
-        write_png_atomic(stem.with_name(f"{stem.name}_pred.png"), pred, replace=overwrite)
-        if lut is not None:  # the benchmark's naming: <city>_<seq>_<frame>*.png, label ids
-            name = out / "labelIds" / f"{key}_leftImg8bit.png"
-            write_png_atomic(name, lut[pred], replace=overwrite)
-        if pictures:
-            color = colorize(pred, classes.palette)
-            write_png_atomic(stem.with_name(f"{stem.name}_color.png"), color, replace=overwrite)
-            mixed = overlay(rgb, color)
-            write_png_atomic(stem.with_name(f"{stem.name}_overlay.png"), mixed, replace=overwrite)
-        report.processed += 1
+            )
+            report.processed += 1
+        writer.drain()
+        bar.close()
+    finally:
+        writer.close()
+        reader.shutdown(wait=True, cancel_futures=True)
+    report.seconds = time.perf_counter() - start
     if report.processed == 0:
         raise DataError(f"none of the {len(plan.files)} inputs could be read (see the warnings)")
     if not report.latency_ms:
         raise DataError("the inputs held no frames")
     if cm is not None:
-        if int(cm.mat.sum()) == 0:
-            raise DataError("none of the inputs has a label in --labels; no metric written")
+        _write_metric(cm, out, classes, model_name=model_name, replace=overwrite)
         iou = cm.iou()
-        write_310_metric(out / "metric.txt", iou, replace=overwrite)
-        names = [n for i, n in enumerate(classes.names) if i != classes.void]
-        write_metric_json(
-            out / "metric.json",
-            iou,
-            model_path=model_name,
-            class_names=names,
-            protocol="seed-310",
-            replace=overwrite,
-        )
-        plot_confusion(
-            cm.mat.cpu().numpy(), classes.names, out / "confusion.png", replace=overwrite
-        )
         report.metric = {"mean_iou": float(iou.mean()), "iou_class": iou.tolist()}
     timing = {
-        "backend": predictor.name,
-        "input_size": list(target) if target else "native",
+        "backend": segmenter.backend,
+        "input_size": list(segmenter.input_size) if segmenter.input_size else "native",
         **report.timing(),
     }
     write_json_atomic(plan.timing, timing, replace=overwrite)
     return report
+
+
+def _video(
+    path: Path,
+    stem: Path,
+    segmenter: Segmenter,
+    writer: _Writer,
+    report: InferenceReport,
+    outputs: Collection[str],
+    overwrite: bool,
+) -> bool:
+    """Segment one video into its outputs; False (with a warning) if it cannot be read."""
+
+    def results() -> Iterator[Segmentation]:
+        for result in segmenter.video(path):
+            report.latency_ms.append(result.latency_ms)
+            yield result
+
+    frames = len(report.latency_ms)
+    try:
+        write_video_outputs(
+            path,
+            results(),
+            stem,
+            pred="pred" in outputs,
+            overlay="overlay" in outputs,
+            replace=overwrite,
+            submit=writer.submit,
+            drain=writer.drain,
+        )
+    except OutputError:
+        raise
+    except Exception as exc:
+        del report.latency_ms[frames:]
+        if isinstance(exc, EnetError):
+            reason = str(exc)
+        else:
+            detail = getattr(exc, "strerror", None) or exc  # FFmpeg's, without errno
+            reason = f"{path}: unreadable video ({detail})"
+        print(f"warning: {reason}; skipped, nothing written for it")
+        report.failed.append(str(path))
+        return False
+    return True
+
+
+def _score(
+    cm: ConfusionMatrix,
+    result: Segmentation,
+    path: Path,
+    label_file: Path | None,
+    size: tuple[int, int],
+) -> None:
+    """Add one prediction at the model's size to the seed's 310 metric."""
+    if label_file is None:
+        print(f"warning: {path}: no label for it in --labels, not scored")
+        return
+    truth = read_label_classes(label_file, result.classes)
+    truth = np.asarray(Image.fromarray(truth).resize(size, Image.NEAREST))
+    cm.update(
+        torch.from_numpy(result.model_ids.astype(np.int64)),
+        torch.from_numpy(truth.astype(np.int64)),
+    )
+
+
+def _write_metric(
+    cm: ConfusionMatrix, out: Path, classes: ClassSet, *, model_name: str, replace: bool
+) -> None:
+    if int(cm.mat.sum()) == 0:
+        raise DataError("none of the inputs has a label in --labels; no metric written")
+    iou = cm.iou()
+    write_310_metric(out / "metric.txt", iou, replace=replace)
+    names = [n for i, n in enumerate(classes.names) if i != classes.void]
+    write_metric_json(
+        out / "metric.json",
+        iou,
+        model_path=model_name,
+        class_names=names,
+        protocol="seed-310",
+        replace=replace,
+    )
+    plot_confusion(cm.mat.cpu().numpy(), classes.names, out / "confusion.png", replace=replace)
