@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
 from .fileio import atomic_write
 
 __all__ = ["colorize", "legend", "overlay", "plot_confusion", "plot_curves"]
@@ -22,8 +23,8 @@ def colorize(classes: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarra
 def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend a colour mask over an RGB image of the same size, ``alpha`` of the mask (in
     steps of 1/256: integer arithmetic, twice as fast as float at 1024x512)."""
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha {alpha} is not between 0 and 1")
+    if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise UsageError(f"overlay alpha {alpha!r}: give a number from 0 to 1")
     weight = round(alpha * 256)
     mixed = image.astype(np.uint16) * (256 - weight)
     mixed += colors.astype(np.uint16) * weight

@@ -262,7 +262,8 @@ def test_outputs_chooses_what_is_written(tmp_path):
     ("flags", "message"),
     [
         (["--outputs", "pred,mask"], "--outputs mask: unknown (choose from pred, color, overlay)"),
-        (["--outputs", "pred,pred"], "argument --outputs: expected a list such as pred,overlay"),
+        (["--outputs", "pred,pred"], "argument --outputs: pred is given twice in 'pred,pred'"),
+        (["--timing", "."], ".: is a folder where a file is expected (give a file name)"),
         (["--shard", "3/3"], "argument --shard: expected I/N with 0 <= I < N, got '3/3'"),
         (["--shard", "1"], "argument --shard: expected I/N such as 0/4, got '1'"),
         (["--shard", "5/9"], "--shard 5/9: no inputs fall in it (2 inputs; use fewer shards)"),
@@ -288,3 +289,14 @@ def test_overwrite_replaces_a_videos_outputs(tmp_path):
     assert main([*args, "--no-progress", "--overwrite"]) == 0
     assert (tmp_path / "o" / "drive_pred" / "000000.png").read_bytes() == first
     assert not list((tmp_path / "o").rglob("*enet-tmp*"))
+
+
+def test_outputs_that_write_nothing_for_a_video_are_refused_before_it_runs(tmp_path):
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 2
+    _write_video(tmp_path / "drive.mp4", frames)
+    done = run_enet("infer", str(tmp_path / "drive.mp4"), "--model", "camvid", "--out",
+                    str(tmp_path / "o"), "--outputs", "color")  # fmt: skip
+    assert done.returncode == 2 and not (tmp_path / "o").exists()
+    assert done.stderr.strip().endswith(
+        "drive.mp4: --outputs color writes nothing for a video (add pred or overlay)"
+    )

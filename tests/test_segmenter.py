@@ -4,6 +4,7 @@ and videos frame by frame with the same answers; enet infer writes what it retur
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,36 @@ def test_the_readme_example_runs_as_written(camvid_frames, tmp_path, monkeypatch
     exec(example, {})
     shares = [float(line) for line in capsys.readouterr().out.split()]
     assert len(shares) == 2 and all(0 < s < 1 for s in shares)
+
+
+def test_bad_videos_options_and_empty_images_are_one_line_errors(tmp_path, dynamic_onnx):
+    seg = Segmenter("camvid")
+    (tmp_path / "text.mp4").write_text("not a video")
+    cases = {
+        tmp_path / "missing.mp4": "missing.mp4: no such file",
+        tmp_path: "is a folder",
+        tmp_path / "text.mp4": "text.mp4: unreadable video (Invalid data found",
+    }
+    for path, message in cases.items():
+        with pytest.raises(enet.EnetError, match=re.escape(message)):
+            list(seg.video(path))
+    with pytest.raises(UsageError, match="an image array of 0x0 pixels is empty"):
+        seg(np.zeros((0, 0, 3), np.uint8))
+    result = seg(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UsageError, match=r"overlay alpha 1\.5: give a number from 0 to 1"):
+        result.overlay(1.5)
+    with pytest.raises(UsageError, match=r"resize '480x360': give \(width, height\) in pixels"):
+        Segmenter("camvid", resize="480x360")
+    with pytest.raises(UsageError, match="batch_size 0: give a whole number, 1 or more"):
+        Segmenter("camvid", batch_size=0)
+    with pytest.raises(UsageError, match="backend 'bogus': unknown"):
+        Segmenter("camvid", backend="bogus")
+
+
+def test_a_fixed_size_model_refuses_another_size(tmp_path):
+    fixed = tmp_path / "fixed.onnx"
+    export_onnx("camvid", fixed, size=(64, 48))
+    assert Segmenter(fixed, backend="onnx").input_size == (64, 48)
+    assert Segmenter(fixed, backend="onnx", resize=(64, 48)).input_size == (64, 48)
+    with pytest.raises(UsageError, match=r"fixed\.onnx: runs at 64x48 only, not 32x24"):
+        Segmenter(fixed, backend="onnx", resize=(32, 24))

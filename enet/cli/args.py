@@ -90,6 +90,9 @@ def shard(text: str) -> tuple[int, int]:
 def words(text: str) -> tuple[str, ...]:
     """``a,b``: a comma-separated list, each once (the command checks the words)."""
     values = tuple(v.strip() for v in text.split(","))
-    if len(set(values)) < len(values) or "" in values:
+    if "" in values:
         raise argparse.ArgumentTypeError(f"expected a list such as pred,overlay, got {text!r}")
+    twice = [v for v in values if values.count(v) > 1]
+    if twice:
+        raise argparse.ArgumentTypeError(f"{twice[0]} is given twice in {text!r}")
     return values

@@ -36,6 +36,7 @@ from .onnx_meta import onnx_metadata
 from .openvino_graph import rewrite_for_this_cpu
 
 __all__ = [
+    "BACKENDS",
     "IDS",
     "LOGITS",
     "OnnxPredictor",
@@ -341,6 +342,10 @@ class TorchPredictor:
             return logits.argmax(1).to(torch.uint8).cpu().numpy()
 
 
+#: what ``load_predictor`` (and ``--backend``) takes
+BACKENDS = ("auto", "onnx", "openvino", "torch")
+
+
 def load_predictor(
     model: str | Path,
     *,
@@ -356,6 +361,8 @@ def load_predictor(
     for other ONNX files (CUDA, the first int8 exports), PyTorch for checkpoints. ``compile``:
     PyTorch only, see ``compile_for_inference``; ``bf16``: OpenVINO only. ``class_ids``: the
     caller will ask for class ids, not logits (OpenVINO compiles that graph first)."""
+    if backend not in BACKENDS:
+        raise UsageError(f"backend {backend!r}: unknown (choose from {', '.join(BACKENDS)})")
     path = resolve_checkpoint(model)
     if not path.is_file():
         known = ", ".join(bundled_models())

@@ -196,6 +196,8 @@ def _plan(
     if timing_file:
         timing = Path(timing_file)
         check_not_input(timing, [resolve_checkpoint(model), *inputs])
+        if timing.is_dir():
+            raise OutputError(f"{timing}: is a folder where a file is expected (give a file name)")
     elif shard:
         timing = out / f"timing-shard-{shard[0]}-of-{shard[1]}.json"
     else:
@@ -207,14 +209,23 @@ def _plan(
             names = {"pred": "_pred", "overlay": "_overlay.mp4"}
         else:
             names = {"pred": "_pred.png", "color": "_color.png", "overlay": "_overlay.jpg"}
-        planned += [stem.with_name(stem.name + n) for kind, n in names.items() if kind in outputs]
+        chosen = [stem.with_name(stem.name + n) for kind, n in names.items() if kind in outputs]
+        if not chosen:
+            raise UsageError(
+                f"{f}: --outputs {','.join(outputs)} writes nothing for a video (add pred or "
+                "overlay)"
+            )
+        planned += chosen
     if labels:
         planned += [out / "metric.txt", out / "metric.json", out / "confusion.png"]
     if label_ids:
         planned += [out / "labelIds" / f"{k}_leftImg8bit.png" for k in keys]
     if len(set(planned)) < len(planned):
         double = next(p for p in planned if planned.count(p) > 1)
-        raise UsageError(f"{double}: two inputs would write this output (rename one of them)")
+        raise UsageError(
+            f"{double}: two of this run's outputs would have this name (rename an input, or "
+            "choose another --timing)"
+        )
     return _Plan(files, {f: stems[f] for f in files}, timing, planned)
 
 
@@ -245,6 +256,8 @@ def run_inference(
     unknown = sorted(set(outputs) - set(OUTPUTS))
     if unknown:
         raise UsageError(f"--outputs {unknown[0]}: unknown (choose from {', '.join(OUTPUTS)})")
+    if shard == (0, 1):
+        shard = None  # the whole
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise UsageError(f"--shard {shard[0]}/{shard[1]}: give I/N with 0 <= I < N")
     if shard is not None and labels is not None:

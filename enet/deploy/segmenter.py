@@ -65,17 +65,31 @@ def as_rgb(image: ImageLike) -> np.ndarray:
     if isinstance(image, Image.Image):
         return rgb_of(image)
     if isinstance(image, np.ndarray):
+        if image.ndim in (2, 3) and 0 in image.shape[:2]:
+            raise UsageError(f"an image array of {image.shape[1]}x{image.shape[0]} pixels is empty")
         if image.dtype == np.uint8 and image.ndim == 2:
             return np.repeat(image[..., None], 3, axis=2)
         if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4):
             return image[..., :3]
+        shape = " x ".join(map(str, image.shape)) or "0-d"
         raise UsageError(
-            f"an image array must be H x W x 3 uint8 RGB, not {' x '.join(map(str, image.shape))} "
-            f"{image.dtype} (convert it, e.g. array.astype(np.uint8))"
+            f"an image array must be H x W x 3 uint8 RGB, not {shape} {image.dtype} (scale it to "
+            "0-255 first: (array * 255).round().astype(np.uint8) for values in [0, 1])"
         )
     raise UsageError(
         f"cannot segment a {type(image).__name__} (give a path, a PIL image or an array)"
     )
+
+
+def _size(size: object) -> tuple[int, int]:
+    """(width, height) of positive whole numbers, or a one-line error."""
+    if (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(v, int) and v > 0 for v in size)
+    ):
+        return int(size[0]), int(size[1])
+    raise UsageError(f"resize {size!r}: give (width, height) in pixels, e.g. (1024, 512)")
 
 
 class Segmenter:
@@ -99,14 +113,23 @@ class Segmenter:
         bf16: bool = False,
         batch_size: int = 4,
     ) -> None:
-        if batch_size < 1:
-            raise UsageError(f"batch_size {batch_size}: give 1 or more")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size {batch_size!r}: give a whole number, 1 or more")
+        if resize is not None:
+            resize = _size(resize)
         self.predictor: Predictor = load_predictor(
             model, backend=backend, device=device, compile=compile, bf16=bf16, class_ids=True
         )
         self.classes: ClassSet = self.predictor.classes
+        fixed = self.predictor.fixed_size
+        if fixed and resize and resize != fixed:
+            w, h = fixed
+            raise UsageError(
+                f"{model}: runs at {w}x{h} only, not {resize[0]}x{resize[1]} (leave out the "
+                "resize, or export the model at that size or with --dynamic)"
+            )
         #: (width, height) the model runs at, or None: each image's own (padded to 8)
-        self.input_size = self.predictor.fixed_size or (tuple(resize) if resize else None)
+        self.input_size = fixed or resize
         self.batch_size = min(batch_size, self.predictor.batch_size or batch_size)
 
     @property

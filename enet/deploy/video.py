@@ -5,7 +5,7 @@ at all."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,12 +28,28 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 X264_OPTIONS = {"preset": "veryfast", "threads": "1"}
 
 
-def read_frames(path: Path) -> Iterator[np.ndarray]:
-    """Each frame of the first video stream, H x W x 3 uint8 RGB; a file that fails part way
-    raises where it fails."""
+@contextmanager
+def _opened(path: Path) -> Iterator:
+    """The container of ``path``; FFmpeg's errors, there or while it is read, become a
+    ``DataError`` naming the file."""
     import av
 
-    with av.open(str(path)) as source:
+    if not path.is_file():
+        raise DataError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}")
+    try:
+        with av.open(str(path)) as source:
+            if not source.streams.video:
+                raise DataError(f"{path}: unreadable video (no video stream)")
+            yield source
+    except av.FFmpegError as exc:
+        detail = getattr(exc, "strerror", None) or exc  # FFmpeg's words, without the errno
+        raise DataError(f"{path}: unreadable video ({detail})") from None
+
+
+def read_frames(path: Path) -> Iterator[np.ndarray]:
+    """Each frame of the first video stream, H x W x 3 uint8 RGB; a file that cannot be read,
+    or fails part way, raises a ``DataError`` where it fails."""
+    with _opened(path) as source:
         stream = source.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in source.decode(stream):
@@ -41,9 +57,7 @@ def read_frames(path: Path) -> Iterator[np.ndarray]:
 
 
 def frame_rate(path: Path) -> Fraction:
-    import av
-
-    with av.open(str(path)) as source:
+    with _opened(path) as source:
         return Fraction(source.streams.video[0].average_rate or 25)
 
 
