@@ -18,6 +18,9 @@ __all__ = ["MAX_IMAGE_PIXELS", "image_size", "read_label", "read_mask", "read_rg
 #: a warning only); 8K video frames (33 Mpx) are well inside.
 MAX_IMAGE_PIXELS = 64_000_000
 
+#: the EXIF tag that says how a photo is turned
+EXIF_ORIENTATION = 0x0112
+
 
 def _open(path: Path, what: str) -> Image.Image:
     try:
@@ -79,7 +82,7 @@ def read_rgb(path: str | Path, *, upright: bool = False) -> np.ndarray:
 
 def rgb_of(im: Image.Image, *, source: str = "image", upright: bool = False) -> np.ndarray:
     """``read_rgb`` for an image already open (``source`` names it in errors)."""
-    if upright:
+    if upright and im.getexif().get(EXIF_ORIENTATION, 1) != 1:
         im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = np.asarray(im, dtype=np.int64)
@@ -99,7 +102,7 @@ def rgb_of(im: Image.Image, *, source: str = "image", upright: bool = False) -> 
             )
         return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
     try:
-        return np.asarray(im.convert("RGB"))
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as exc:
         raise DataError(f"{source}: unreadable image ({_reason(exc)})") from None
 

@@ -4,7 +4,9 @@ and videos frame by frame with the same answers; enet infer writes what it retur
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +192,21 @@ def test_a_fixed_size_model_refuses_another_size(tmp_path):
     assert Segmenter(fixed, backend="onnx", resize=(64, 48)).input_size == (64, 48)
     with pytest.raises(UsageError, match=r"fixed\.onnx: runs at 64x48 only, not 32x24"):
         Segmenter(fixed, backend="onnx", resize=(32, 24))
+
+
+def test_parallel_runs_give_the_answers_of_one_at_a_time(camvid_frames, tmp_path):
+    pytest.importorskip("openvino")
+    fixed = tmp_path / "fixed.onnx"
+    export_onnx("camvid", fixed, size=(480, 360))
+    serial = Segmenter(fixed, backend="openvino")
+    parallel = Segmenter(fixed, backend="openvino", parallel=True)
+    assert serial.parallel == 1
+    assert parallel.parallel >= (2 if (os.cpu_count() or 1) >= 2 else 1)
+    frames = [camvid_frames[0], camvid_frames[1], camvid_frames[0][:, ::-1]] * 2
+    expected = [serial(f).ids for f in frames]
+    mapped = list(parallel.map(frames))  # in order
+    with ThreadPoolExecutor(4) as pool:  # and from several threads at once
+        threaded = list(pool.map(parallel, frames))
+    for ids, one, other in zip(expected, mapped, threaded, strict=True):
+        assert np.array_equal(one.ids, ids) and np.array_equal(other.ids, ids)
+    assert not np.array_equal(expected[0], expected[2])  # the frames differ

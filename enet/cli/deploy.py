@@ -132,8 +132,8 @@ def run_infer(args: argparse.Namespace) -> int:
     print(
         f"{report.processed} input(s), {t['frames']} frame(s) -> {args.out} in "
         f"{t['seconds']:.1f} s: {t['end_to_end_fps']:.1f} frames/s end to end; the model "
-        f"alone {t['model_fps']:.1f}/s (latency p50 {t['latency_ms']['p50']:.1f} ms, p90 "
-        f"{t['latency_ms']['p90']:.1f})"
+        f"{t['model_fps']:.1f}/s ({t['parallel']} at a time, latency p50 "
+        f"{t['latency_ms']['p50']:.1f} ms, p90 {t['latency_ms']['p90']:.1f})"
     )
     if report.metric:
         print(

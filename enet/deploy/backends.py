@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import queue
 import sys
 from collections import OrderedDict
 from collections.abc import Collection
@@ -58,6 +59,7 @@ class Predictor(Protocol):
     classes: ClassSet
     fixed_size: tuple[int, int] | None  # (width, height) the file was exported for, or None
     batch_size: int | None  # the batch the file was exported for, or None: any
+    parallel_requests: int  # how many threads may call class_ids at once
     name: str
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
@@ -97,6 +99,7 @@ class OnnxPredictor:
         fixed = all(isinstance(d, int) for d in shape[2:])
         self.fixed_size = (shape[3], shape[2]) if fixed else None
         self.batch_size = _fixed_batch(shape[0])
+        self.parallel_requests = 1
         self.name = f"onnxruntime ({self.session.get_providers()[0]})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -131,13 +134,18 @@ class OpenVinoPredictor:
         skip_rewrites: Collection[str] = (),
         bf16: bool = False,
         head: str = LOGITS,
+        parallel: bool = False,
     ) -> None:
         """``shapes_kept``: how many fixed-shape graphs of a dynamic file to keep (0: always
         the dynamic graph). ``skip_rewrites``: rewrites of the graph (``openvino_graph``:
         each applies where it makes ENet faster on this CPU) to leave out. ``bf16``: compute
         an fp32 file in bf16, on CPUs that do so natively (AMX, AVX512_BF16). ``head``: the
         graph compiled now, LOGITS (``__call__``) or IDS (``class_ids``); the other is
-        compiled when first used."""
+        compiled when first used. ``parallel``: a file of fixed shape is compiled for
+        throughput, and ``class_ids`` serves ``parallel_requests`` callers at once (threads),
+        each on OpenVINO's streams of a share of the cores, not on all of them: on 2 cores, 2
+        requests of 1 thread each left the model's threads undisturbed by decoding and
+        writing (bench/infer_throughput.py)."""
         import openvino as ov
 
         meta = onnx_metadata(path)
@@ -160,14 +168,20 @@ class OpenVinoPredictor:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.skip_rewrites = skip_rewrites
         self.shapes_kept = shapes_kept
+        self.pool: queue.SimpleQueue | None = None  # the IDS requests of a parallel file
+        self.parallel_requests = 1
         try:
             self.model = self.core.read_model(str(path))
+            self.static = self.model.input(0).get_partial_shape().is_static
+            if parallel and self.static:
+                self.config["PERFORMANCE_HINT"] = "THROUGHPUT"
             self.requests = {head: self._compile(self.model.clone(), head)}
+            if parallel and self.static:
+                self._make_pool()
         except Exception as exc:
             raise UsageError(f"{path}: OpenVINO cannot compile it ({exc})") from None
         self.classes = ClassSet.from_dict(meta["enet.classes"])
         shape = self.model.input(0).get_partial_shape()
-        self.static = shape.is_static
         fixed = shape[2].is_static and shape[3].is_static
         self.fixed_size = (shape[3].get_length(), shape[2].get_length()) if fixed else None
         self.batch_size = shape[0].get_length() if shape[0].is_static else None
@@ -180,6 +194,13 @@ class OpenVinoPredictor:
         self.binding: tuple | None = None  # the request writing into self.logits, and where
         self.tensor = ov.Tensor  # wraps our logits array for a request
         self.name = "openvino (CPU, bf16)" if bf16 else "openvino (CPU)"
+
+    def _make_pool(self) -> None:
+        compiled = self._request_for(IDS, ()).get_compiled_model()
+        self.parallel_requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        self.pool = queue.SimpleQueue()
+        for _ in range(self.parallel_requests):
+            self.pool.put(compiled.create_infer_request())
 
     def _compile(self, model, head: str):
         """An infer request for ``model``, which it changes: ``head`` LOGITS takes N x 3 x H x
@@ -258,6 +279,13 @@ class OpenVinoPredictor:
         return np.moveaxis(self.logits, -1, 1)
 
     def class_ids(self, images: np.ndarray) -> np.ndarray:
+        if self.pool is not None:  # one of the parallel requests, for this call alone
+            request = self.pool.get()
+            try:
+                request.infer({0: images})
+                return request.get_output_tensor(0).data.copy()
+            finally:
+                self.pool.put(request)
         n, h, w, c = images.shape
         request = self._request_for(IDS, (n, c, h, w))
         request.infer({0: images})
@@ -326,6 +354,7 @@ class TorchPredictor:
             keep_freed_memory()
         self.fixed_size = None
         self.batch_size = None
+        self.parallel_requests = 1
         self.name = f"pytorch{' compiled' if compile else ''} ({self.device.type})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -354,13 +383,15 @@ def load_predictor(
     compile: bool = False,
     bf16: bool = False,
     class_ids: bool = False,
+    parallel: bool = False,
 ) -> Predictor:
     """``model``: an ``.onnx`` file, an enet checkpoint or a bundled model's name (camvid).
     ``backend``: auto, onnx (ONNX Runtime), openvino or torch. auto takes the fastest that
     fits: OpenVINO for an ONNX file (fp32 or int8) on the CPU when installed, ONNX Runtime
     for other ONNX files (CUDA, the first int8 exports), PyTorch for checkpoints. ``compile``:
     PyTorch only, see ``compile_for_inference``; ``bf16``: OpenVINO only. ``class_ids``: the
-    caller will ask for class ids, not logits (OpenVINO compiles that graph first)."""
+    caller will ask for class ids, not logits (OpenVINO compiles that graph first);
+    ``parallel``: from several threads at once (OpenVINO, fixed-size files)."""
     if backend not in BACKENDS:
         raise UsageError(f"backend {backend!r}: unknown (choose from {', '.join(BACKENDS)})")
     path = resolve_checkpoint(model)
@@ -385,7 +416,8 @@ def load_predictor(
     if backend == "openvino":
         if not has_openvino():
             raise UsageError("--backend openvino needs OpenVINO: pip install 'enet[openvino]'")
-        return OpenVinoPredictor(path, bf16=bf16, head=IDS if class_ids else LOGITS)
+        head = IDS if class_ids else LOGITS
+        return OpenVinoPredictor(path, bf16=bf16, head=head, parallel=parallel)
     if backend == "onnx":
         return OnnxPredictor(path, device)
     return TorchPredictor(path, device, compile)

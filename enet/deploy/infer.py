@@ -4,24 +4,24 @@ through ``enet.Segmenter``.
 Per image, in the input's sub-folder mirrored under the output folder, the ``outputs``
 chosen of: ``<stem>_pred.png`` (class id per pixel), ``_color.png`` (the same ids with the
 classes' colours as the PNG's palette) and ``_overlay.jpg``; per video ``<stem>_pred/``
-frames and ``_overlay.mp4``. Images are decoded one ahead and outputs encoded on a thread
-of their own while the model runs. With ``labels``, the seed's 310 metric (``metric.txt``)
-is computed at the model's size as the seed's ``eval310.py`` does, with ``metric.json``
-(scores by class name) and ``confusion.png`` beside it. A file that cannot be read is
-reported and skipped; the run goes on. Nothing is written before every output name is
-known to be free.
+frames and ``_overlay.mp4``. Images run in lanes (``_run``) and the model, where it can, on
+several images at once (``Segmenter(parallel=True)``). With ``labels``, the seed's 310
+metric (``metric.txt``) is computed at the model's size as the seed's ``eval310.py`` does,
+with ``metric.json`` (scores by class name) and ``confusion.png`` beside it. A file that
+cannot be read is reported and skipped; the run goes on. Nothing is written before every
+output name is known to be free.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -114,18 +114,20 @@ class InferenceReport:
     latency_ms: list[float] = field(default_factory=list)
     metric: dict | None = None
     seconds: float = 0.0  # from the first input read to the last output written
+    parallel: int = 1  # images the model ran at once
 
     def timing(self) -> dict:
         lat = np.asarray(self.latency_ms)
         return {
             "inputs": self.processed,
             "frames": len(self.latency_ms),
+            "parallel": self.parallel,
             "latency_ms": {
                 "mean": float(lat.mean()),
                 "p50": float(np.percentile(lat, 50)),
                 "p90": float(np.percentile(lat, 90)),
             },
-            "model_fps": float(1000 / np.percentile(lat, 50)),
+            "model_fps": float(self.parallel * 1000 / np.percentile(lat, 50)),
             "seconds": self.seconds,
             "end_to_end_fps": len(lat) / self.seconds if self.seconds else 0.0,
         }
@@ -286,7 +288,13 @@ def run_inference(
     if videos and importlib.util.find_spec("av") is None:
         raise UsageError(f"{videos[0]}: video needs PyAV: pip install 'enet[video]'")
     segmenter = Segmenter(
-        model, backend=backend, device=device, resize=resize, compile=compile, bf16=bf16
+        model,
+        backend=backend,
+        device=device,
+        resize=resize,
+        compile=compile,
+        bf16=bf16,
+        parallel=True,
     )
     label_files = _label_files(labels, segmenter.classes, segmenter.input_size, plan)
     lock = f".enet.lock.shard-{shard[0]}-of-{shard[1]}" if shard else LOCK_NAME
@@ -341,9 +349,9 @@ def _label_files(
 
 
 class _Writer:
-    """Encodes and writes outputs on a thread of its own, in order, while the model runs on
-    the next input; at most ``depth`` jobs wait (memory stays bounded). The first error
-    stops the run where it is raised: at the next ``submit`` or at ``drain``."""
+    """Encodes and writes a video's outputs on a thread of its own, in order, while the model
+    runs on the next frames; at most ``depth`` jobs wait (memory stays bounded). The first
+    error stops the run where it is raised: at the next ``submit`` or at ``drain``."""
 
     def __init__(self, depth: int = 4) -> None:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="enet-write")
@@ -363,19 +371,6 @@ class _Writer:
         for job in self.pending:
             job.cancel()
         self.pool.shutdown(wait=True)
-
-
-def _read_ahead(files: list[Path], pool: ThreadPoolExecutor) -> Iterator[tuple[Path, Future]]:
-    """Each file with its decoding, started two files ahead on ``pool``."""
-    jobs: deque[tuple[Path, Future]] = deque()
-    for path in files:
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
-            jobs.append((path, pool.submit(read_rgb, path, upright=True)))
-        else:
-            jobs.append((path, None))
-        if len(jobs) > 2:
-            yield jobs.popleft()
-    yield from jobs
 
 
 def _write_image_outputs(
@@ -411,50 +406,67 @@ def _run(
     label_ids: bool,
     overwrite: bool,
 ) -> InferenceReport:
+    """Images run in lanes, each reading, segmenting and writing one image: twice as many
+    lanes as the model has turns, so that while some wait for the model the others decode
+    and encode. Videos run one at a time, their frames in order (``_video``)."""
     classes = segmenter.classes
     cm = ConfusionMatrix(classes.num_classes, classes.void) if label_files is not None else None
     lut = cityscapes.label_id_table(classes) if label_ids else None
-    report = InferenceReport()
-    start = time.perf_counter()
-    writer = _Writer()
-    reader = ThreadPoolExecutor(1, thread_name_prefix="enet-read")
-    try:
-        bar = tqdm(total=len(plan.files), desc="infer", unit="file", disable=not progress)
-        for path, decoding in _read_ahead(plan.files, reader):
-            bar.update()
-            stem = out / plan.stems[path]
-            if decoding is None:
-                if _video(path, stem, segmenter, writer, report, outputs, overwrite):
-                    report.processed += 1
-                continue
-            try:
-                rgb = decoding.result()
-            except DataError as exc:
-                print(f"warning: {exc}; skipped")
+    report = InferenceReport(parallel=segmenter.parallel)
+    lock = threading.Lock()  # the report and the metric, shared by the lanes
+
+    def image(path: Path) -> None:
+        stem = out / plan.stems[path]
+        try:
+            rgb = read_rgb(path, upright=True)
+        except DataError as exc:
+            print(f"warning: {exc}; skipped")
+            with lock:
                 report.failed.append(str(path))
-                continue
-            result = segmenter(rgb)
+            return
+        result = segmenter(rgb)
+        with lock:
             report.latency_ms.append(result.latency_ms)
             if cm is not None:
                 _score(cm, result, path, label_files[path], segmenter.input_size)
-            key = cityscapes.frame_key(stem.name)
-            writer.submit(
-                partial(
-                    _write_image_outputs,
-                    stem,
-                    result,
-                    outputs=outputs,
-                    label_ids=lut,
-                    label_ids_path=out / "labelIds" / f"{key}_leftImg8bit.png",
-                    replace=overwrite,
-                )
-            )
+        key = cityscapes.frame_key(stem.name)
+        _write_image_outputs(
+            stem,
+            result,
+            outputs=outputs,
+            label_ids=lut,
+            label_ids_path=out / "labelIds" / f"{key}_leftImg8bit.png",
+            replace=overwrite,
+        )
+        with lock:
             report.processed += 1
-        writer.drain()
-        bar.close()
-    finally:
-        writer.close()
-        reader.shutdown(wait=True, cancel_futures=True)
+
+    start = time.perf_counter()
+    lanes = 2 * segmenter.parallel
+    bar = tqdm(total=len(plan.files), desc="infer", unit="file", disable=not progress)
+    running: deque[Future] = deque()
+    with ThreadPoolExecutor(lanes, thread_name_prefix="enet-lane") as pool:
+        try:
+            for path in plan.files:
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    while running:  # the images before it done: a video's frames come alone
+                        running.popleft().result()
+                        bar.update()
+                    if _video(path, out / plan.stems[path], segmenter, report, outputs, overwrite):
+                        report.processed += 1
+                    bar.update()
+                    continue
+                running.append(pool.submit(image, path))
+                while len(running) >= 2 * lanes:  # bounded: memory does not grow with inputs
+                    running.popleft().result()
+                    bar.update()
+            while running:
+                running.popleft().result()
+                bar.update()
+        finally:
+            for job in running:
+                job.cancel()
+    bar.close()
     report.seconds = time.perf_counter() - start
     if report.processed == 0:
         raise DataError(f"none of the {len(plan.files)} inputs could be read (see the warnings)")
@@ -477,7 +489,6 @@ def _video(
     path: Path,
     stem: Path,
     segmenter: Segmenter,
-    writer: _Writer,
     report: InferenceReport,
     outputs: Collection[str],
     overwrite: bool,
@@ -490,6 +501,7 @@ def _video(
             yield result
 
     frames = len(report.latency_ms)
+    writer = _Writer()
     try:
         write_video_outputs(
             path,
@@ -513,6 +525,8 @@ def _video(
         print(f"warning: {reason}; skipped, nothing written for it")
         report.failed.append(str(path))
         return False
+    finally:
+        writer.close()
     return True
 
 
