@@ -30,6 +30,7 @@ from .errors import OutputError, UsageError, describe_os_error
 __all__ = [
     "TEMP_TAG",
     "atomic_write",
+    "check_not_a_file",
     "check_not_input",
     "check_output_file",
     "clear_stale_temps",
@@ -70,6 +71,12 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
+def check_not_a_file(folder: Path) -> None:
+    """Refuse a file where an output folder is to be, before any work that would be lost."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file where a folder is expected (choose another path)")
+
+
 def _prepare_parent(path: Path, *, folder: bool = False) -> None:
     """Make ``path``'s parent; refuse a ``path`` of the other kind (a folder where a file
     will be written, or with ``folder`` the other way round)."""
@@ -77,9 +84,9 @@ def _prepare_parent(path: Path, *, folder: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(describe_os_error(exc, path.parent)) from None
-    if folder and path.exists() and not path.is_dir():
-        raise OutputError(f"{path}: is a file where a folder is expected (choose another path)")
-    if not folder and path.is_dir():
+    if folder:
+        check_not_a_file(path)
+    elif path.is_dir():
         raise OutputError(f"{path}: is a folder where a file is expected (give a file name)")
 
 

@@ -25,12 +25,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputError, UsageError, describe_os_error
-from .fileio import clear_stale_temps, write_json_atomic
+from .fileio import check_not_a_file, clear_stale_temps, write_json_atomic
 
 __all__ = [
     "LOCK_NAME",
     "MARKER_NAME",
-    "check_not_a_file",
     "check_not_in_use",
     "claim_folder",
     "folder_kind",
@@ -96,12 +95,6 @@ def _read_holder(fd: int) -> dict:
         return json.loads(text) if text else {}
     except (OSError, ValueError):
         return {"pid": "?"}
-
-
-def check_not_a_file(folder: Path) -> None:
-    """Refuse a file where an output folder is to be, before any work that would be lost."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file where a folder is expected (choose another path)")
 
 
 @contextlib.contextmanager

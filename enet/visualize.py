@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def colorize(classes: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarra
 def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend a colour mask over an RGB image of the same size, ``alpha`` of the mask (in
     steps of 1/256: integer arithmetic, twice as fast as float at 1024x512)."""
-    if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+    if not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
         raise UsageError(f"overlay alpha {alpha!r}: give a number from 0 to 1")
     weight = round(alpha * 256)
     mixed = image.astype(np.uint16) * (256 - weight)

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..fileio import create_array, write_json_atomic
-from ..folders import check_not_a_file, locked_folder
+from ..fileio import check_not_a_file, create_array, write_json_atomic
+from ..folders import locked_folder
 from ..images import image_size
 from ..losses import (
     SEED_DECODER_WEIGHTS,

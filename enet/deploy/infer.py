@@ -34,7 +34,7 @@ from ..data import cityscapes
 from ..data.classes import ClassSet, check_same_classes, class_set
 from ..data.folder import MASK_SUFFIXES, mask_files, read_label_classes
 from ..errors import DataError, EnetError, OutputError, UsageError
-from ..fileio import check_not_input, write_jpeg_atomic, write_json_atomic, write_png_atomic
+from ..fileio import check_output_file, write_jpeg_atomic, write_json_atomic, write_png_atomic
 from ..folders import LOCK_NAME, locked_folder
 from ..images import read_rgb
 from ..metrics import ConfusionMatrix, write_310_metric, write_metric_json
@@ -196,10 +196,8 @@ def _plan(
             f"{double[0]} (give them to separate runs)"
         )
     if timing_file:
-        timing = Path(timing_file)
-        check_not_input(timing, [resolve_checkpoint(model), *inputs])
-        if timing.is_dir():
-            raise OutputError(f"{timing}: is a folder where a file is expected (give a file name)")
+        inputs_and_model = [resolve_checkpoint(model), *inputs]
+        timing = check_output_file(timing_file, overwrite=True, inputs=inputs_and_model)
     elif shard:
         timing = out / f"timing-shard-{shard[0]}-of-{shard[1]}.json"
     else:
@@ -517,11 +515,8 @@ def _video(
         raise
     except Exception as exc:
         del report.latency_ms[frames:]
-        if isinstance(exc, EnetError):
-            reason = str(exc)
-        else:
-            detail = getattr(exc, "strerror", None) or exc  # FFmpeg's, without errno
-            reason = f"{path}: unreadable video ({detail})"
+        # FFmpeg's errors are DataErrors (video._opened); anything else, named here
+        reason = str(exc) if isinstance(exc, EnetError) else f"{path}: unreadable video ({exc})"
         print(f"warning: {reason}; skipped, nothing written for it")
         report.failed.append(str(path))
         return False
