@@ -10,6 +10,8 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "EnetError",
+    "ImageTooLargeError",
+    "NotAnImageError",
     "OutputError",
     "UsageError",
     "describe_os_error",
@@ -30,6 +32,14 @@ class UsageError(EnetError, ValueError):
 
 class DataError(EnetError):
     """Input data that cannot be used as it is (missing, extra, unreadable or wrong files)."""
+
+
+class NotAnImageError(DataError):
+    """Bytes or a file that no image decoder recognises (a server answers 415)."""
+
+
+class ImageTooLargeError(DataError):
+    """An image of more pixels than allowed, refused before it is decoded (a server: 413)."""
 
 
 class OutputError(EnetError):

@@ -18,8 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,9 +39,7 @@ __all__ = [
     "pid_alive",
     "scratch_folder",
     "write_bytes_atomic",
-    "write_jpeg_atomic",
     "write_json_atomic",
-    "write_png_atomic",
     "write_text_atomic",
 ]
 
@@ -184,40 +181,6 @@ def write_text_atomic(path: str | Path, text: str, *, replace: bool = True) -> P
 
 def write_json_atomic(path: str | Path, obj: Any, *, replace: bool = True) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=1), replace=replace)
-
-
-def write_png_atomic(
-    path: str | Path,
-    array: Any,
-    *,
-    replace: bool = True,
-    palette: Sequence[Sequence[int]] | None = None,
-) -> Path:
-    """An H x W (x 3) uint8 array as a PNG, encoded in memory before anything is written.
-    ``palette``: an H x W array of indices, stored with these colours (viewers show the
-    colours, readers get the indices). Single-channel images (class maps) are compressed
-    as runs (zlib's Z_RLE): smaller than the default level's output in 60% of its time."""
-    from PIL import Image
-
-    image = Image.fromarray(array)
-    if palette is not None:  # an L image becomes P, its values kept
-        image.putpalette([c for colour in palette for c in colour])
-    options = {"compress_level": 6}
-    if image.mode in ("L", "P"):
-        options = {"compress_level": 1, "compress_type": zlib.Z_RLE}
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", **options)
-    return write_bytes_atomic(path, buffer.getvalue(), replace=replace)
-
-
-def write_jpeg_atomic(path: str | Path, array: Any, *, replace: bool = True) -> Path:
-    """An H x W x 3 uint8 picture as a JPEG (quality 90): a photo's overlay encodes ~100x
-    faster than as a PNG, at a sixth of the size."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "JPEG", quality=90)
-    return write_bytes_atomic(path, buffer.getvalue(), replace=replace)
 
 
 def create_array(path: str | Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:

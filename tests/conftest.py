@@ -3,9 +3,13 @@ tiny prepared set and run, the CLI in a fresh process, and a full or read-only d
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +210,70 @@ def read_only_disk(tmp_path):
         subprocess.run(["umount", "-l", str(path)], check=False)
     else:
         path.chmod(0o755)
+
+
+@pytest.fixture(autouse=True)
+def default_sigchld() -> None:
+    """No Python handler for SIGCHLD between tests: torch's DataLoader installs one, and with
+    it a child's exit (a browser, a server) once killed the whole test process with SIGSEGV
+    after OpenVINO had run in it (the kernel failed to build the signal's frame)."""
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+@dataclass
+class Server:
+    """An ``enet serve`` process: its address, and its stderr (the access log) so far."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def enet_server(*flags: str, log_path: Path, model: str = "camvid") -> Iterator[Server]:
+    """``enet serve MODEL FLAGS`` in a fresh process on a free loopback port, once it answers
+    /healthz; stopped (SIGINT, as Ctrl-C) on the way out."""
+    import httpx
+
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "enet", "serve", model, "--port", str(port), *flags],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "ENET_TOKEN"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = Server(url, process, log_path)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"enet serve exited {process.returncode}: {server.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"enet serve did not start: {server.log()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

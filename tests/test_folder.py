@@ -458,7 +458,7 @@ def test_files_of_one_name_and_unreadable_first_files_can_be_skipped(tmp_path, c
     args = ["--root", str(root), "--out", str(tmp_path / "p")]
     err = _err(capsys, *args)
     assert "3 bad file(s) in the train split" in err
-    assert f"{root / 'images/0.jpg'}: unreadable image (" in err
+    assert f"{root / 'images/0.jpg'}: not an image (" in err
     assert f"{root / 'images/1.jpg'}: 1.png has the same name without the extension" in err
     assert f"{root / 'masks/2.png'}: 2.tif has the same name without the extension" in err
     assert main(["prepare", "--dataset", "folder", "--no-progress", *args, "--skip-bad"]) == 0

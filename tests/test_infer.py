@@ -80,7 +80,7 @@ def test_unreadable_image_is_skipped_and_reported(seed_checkpoint, tmp_path, cap
     )
     assert code == 1
     captured = capsys.readouterr()
-    assert "broken.png: unreadable image (cannot identify image file" in captured.out
+    assert "broken.png: not an image (give a PNG, JPEG, BMP, TIFF or WebP file)" in captured.out
     assert captured.err.splitlines() == [
         f"enet: error: 1 of 2 inputs could not be read: {src / 'broken.png'} (see the "
         "warnings above)"

@@ -1,9 +1,10 @@
-"""``enet export``, ``snap``, ``finetune-int8`` and ``infer``: from a checkpoint to a model
-that runs fast where it is deployed, and running it."""
+"""``enet export``, ``snap``, ``finetune-int8``, ``infer`` and ``serve``: from a checkpoint to
+a model that runs fast where it is deployed, and running it."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -307,15 +308,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace outputs of an earlier run in --out"
     )
-    p.add_argument(
-        "--backend",
-        choices=["auto", "onnx", "openvino", "torch"],
-        default="auto",
-        help="auto (default): OpenVINO for ONNX files on a CPU when installed, else ONNX "
-        "Runtime; PyTorch for checkpoints",
-    )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--resize", type=types.size, help="run the model at WxH (e.g. 1024x512)")
+    _add_model_flags(p)
     p.add_argument(
         "--labels",
         type=Path,
@@ -343,11 +336,26 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         help="also write Cityscapes label-id PNGs at the input's resolution, named for a "
         "benchmark submission (OUT/labelIds/<city>_<seq>_<frame>_leftImg8bit.png)",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_infer)
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """How ``infer`` and ``serve`` run the model (``enet.Segmenter``'s options)."""
+    p.add_argument(
+        "--backend",
+        choices=["auto", "onnx", "openvino", "torch"],
+        default="auto",
+        help="auto (default): OpenVINO for ONNX files on a CPU when installed, else ONNX "
+        "Runtime; PyTorch for checkpoints",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--resize", type=types.size, help="run the model at WxH (e.g. 1024x512)")
     p.add_argument(
         "--compile",
         action="store_true",
         help="checkpoints: torch.compile with BatchNorm folded, PyTorch's fastest fp32 CPU "
-        "path after a minute or more of compilation per input size (for folders and videos)",
+        "path after a minute or more of compilation per input size",
     )
     p.add_argument(
         "--bf16",
@@ -355,11 +363,99 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         help="fp32 ONNX files on OpenVINO: compute in bf16, on CPUs that do natively (AMX, "
         "AVX512_BF16); no calibration needed",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_infer)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ..deploy.segmenter import Segmenter
+
+    try:
+        from ..serve.app import Limits
+        from ..serve.server import check_token, serve
+    except ImportError as exc:
+        raise UsageError(f"serve needs {exc.name}: pip install 'enet[serve]'") from None
+
+    token = args.token if args.token is not None else os.environ.get("ENET_TOKEN") or None
+    check_token(args.host, token)  # before the model loads: a refusal should not wait on it
+    segmenter = Segmenter(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        resize=args.resize,
+        compile=args.compile,
+        bf16=args.bf16,
+        parallel=True,
+    )
+    limits = Limits(
+        max_body_bytes=round(args.max_upload_mb * 2**20),
+        max_pixels=args.max_pixels,
+        queue=args.queue,
+        timeout_s=args.timeout,
+    )
+    serve(
+        segmenter,
+        name=str(args.model),
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        token=token,
+    )
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="an HTTP API and a web page (with a live camera) for a model",
+        description="Serves MODEL (a bundled name, a checkpoint or an .onnx file) over HTTP: "
+        "the page at /, POST /v1/segment (an image in; JSON, class ids, colours or an overlay "
+        "out), GET /v1/model, GET /healthz and the /v1/live WebSocket. Loopback only unless "
+        "a token is given. See docs/serving.md.",
+    )
+    p.add_argument(
+        "model", type=Path, metavar="MODEL", help=".onnx file, enet checkpoint or 'camvid'"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=types.count(0, 65535),
+        default=8000,
+        help="port (default 8000; 0: any free one)",
+    )
+    p.add_argument(
+        "--token",
+        help="secret clients must send (Authorization: Bearer TOKEN); default $ENET_TOKEN; "
+        "required off the loopback address",
+    )
+    _add_model_flags(p)
+    p.add_argument(
+        "--max-upload-mb",
+        type=types.number(0, above_low=True),
+        default=20,
+        help="largest upload in MiB (default 20; larger: 413)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=types.count(1),
+        default=16_000_000,
+        help="largest image in pixels, refused before decoding (default 16000000; larger: 413)",
+    )
+    p.add_argument(
+        "--queue",
+        type=types.count(1),
+        default=16,
+        help="requests in progress at once (default 16); more are answered 503 with Retry-After",
+    )
+    p.add_argument(
+        "--timeout",
+        type=types.number(0, above_low=True),
+        default=30.0,
+        help="seconds one request may take (default 30; then 408 or 504)",
+    )
+    p.set_defaults(func=run_serve)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     _add_export(sub)
     _add_int8_tools(sub)
     _add_infer(sub)
+    _add_serve(sub)

@@ -34,9 +34,9 @@ from ..data import cityscapes
 from ..data.classes import ClassSet, check_same_classes, class_set
 from ..data.folder import MASK_SUFFIXES, mask_files, read_label_classes
 from ..errors import DataError, EnetError, OutputError, UsageError
-from ..fileio import check_output_file, write_jpeg_atomic, write_json_atomic, write_png_atomic
+from ..fileio import check_output_file, write_bytes_atomic, write_json_atomic
 from ..folders import LOCK_NAME, locked_folder
-from ..images import read_rgb
+from ..images import grey_png, jpeg_bytes, png_bytes, read_rgb
 from ..metrics import ConfusionMatrix, write_310_metric, write_metric_json
 from ..visualize import plot_confusion
 from .segmenter import Segmentation, Segmenter
@@ -380,16 +380,19 @@ def _write_image_outputs(
     label_ids_path: Path,
     replace: bool,
 ) -> None:
+    if "pred" in outputs or "color" in outputs:  # one compression of the class map for both
+        coloured = png_bytes(result.ids, palette=result.classes.palette)
     if "pred" in outputs:
-        write_png_atomic(stem.with_name(f"{stem.name}_pred.png"), result.ids, replace=replace)
+        write_bytes_atomic(
+            stem.with_name(f"{stem.name}_pred.png"), grey_png(coloured), replace=replace
+        )
     if label_ids is not None:  # the benchmark's naming: <city>_<seq>_<frame>*.png, label ids
-        write_png_atomic(label_ids_path, label_ids[result.ids], replace=replace)
+        write_bytes_atomic(label_ids_path, png_bytes(label_ids[result.ids]), replace=replace)
     if "color" in outputs:
-        path = stem.with_name(f"{stem.name}_color.png")
-        write_png_atomic(path, result.ids, palette=result.classes.palette, replace=replace)
+        write_bytes_atomic(stem.with_name(f"{stem.name}_color.png"), coloured, replace=replace)
     if "overlay" in outputs:
         path = stem.with_name(f"{stem.name}_overlay.jpg")
-        write_jpeg_atomic(path, result.overlay(), replace=replace)
+        write_bytes_atomic(path, jpeg_bytes(result.overlay()), replace=replace)
 
 
 def _run(

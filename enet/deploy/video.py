@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import output_folder, output_path, write_png_atomic
+from ..fileio import output_folder, output_path, write_bytes_atomic
+from ..images import png_bytes
 
 if TYPE_CHECKING:
     from .segmenter import Segmentation
@@ -95,7 +96,7 @@ def write_video_outputs(
         try:
             for result in results:
                 if frames_dir is not None:
-                    submit(write_png_atomic, frames_dir / f"{count:06d}.png", result.ids)
+                    submit(_write_png, frames_dir / f"{count:06d}.png", result.ids)
                 if video is not None:
                     submit(video.add, result)
                 count += 1
@@ -137,3 +138,7 @@ class _OverlayVideo:
                 self.container.mux(self.stream.encode())
         finally:
             self.container.close()
+
+
+def _write_png(path: Path, ids: np.ndarray) -> None:
+    write_bytes_atomic(path, png_bytes(ids))

@@ -18,8 +18,8 @@ from ..data import cityscapes
 from ..data.cityscapes import frame_key, label_id_table
 from ..data.source import check_label_values
 from ..errors import DataError, OutputError, UsageError
-from ..fileio import check_not_input, write_png_atomic
-from ..images import read_label, read_rgb
+from ..fileio import check_not_input, write_bytes_atomic
+from ..images import png_bytes, read_label, read_rgb
 from ..runtime import image_to_input, resolve_device
 from .official import CityscapesEvaluator
 
@@ -165,4 +165,4 @@ def _score_model(
             pred = lut[logits.argmax(1)[0].cpu().numpy().astype(np.uint8)]
         _add_to(evaluator, pred, gt_file)
         if out_dir is not None:
-            write_png_atomic(_submission_name(out_dir, gt_file), pred)
+            write_bytes_atomic(_submission_name(out_dir, gt_file), png_bytes(pred))

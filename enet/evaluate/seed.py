@@ -21,8 +21,9 @@ from ..data.classes import ClassSet, check_same_classes
 from ..data.dataset import PreparedDataset, open_dataset
 from ..data.transforms import eval_transform
 from ..errors import OutputError, UsageError
-from ..fileio import clear_stale_temps, write_png_atomic
+from ..fileio import clear_stale_temps, write_bytes_atomic
 from ..folders import check_not_in_use
+from ..images import png_bytes
 from ..losses import (
     SEED_DECODER_WEIGHTS,
     SEED_ENCODER_WEIGHTS,
@@ -105,7 +106,7 @@ def _save_pictures(model, dataset, classes: ClassSet, folder: Path, count: int, 
         sheet = np.concatenate([rgb, overlay(rgb, pred_rgb), pred_rgb, truth], axis=1)
         sheet = np.concatenate([sheet, legend(classes.names, classes.palette, sheet.shape[1])])
         key = dataset.keys[i]
-        write_png_atomic(folder / f"{key}_sheet.png", sheet)
+        write_bytes_atomic(folder / f"{key}_sheet.png", png_bytes(sheet))
 
 
 def evaluate_checkpoint(
