@@ -100,6 +100,16 @@ def main() -> None:
         run(Path(folder), args)
 
 
+def shipped_int8(folder: Path) -> Path:
+    """The shipped CamVid model exported as int8 at 1024x512 into ``folder``, calibrated on
+    the CamVid train and val frames."""
+    model = folder / "camvid.int8.onnx"
+    camvid = SHARED / "data" / "camvid_sample"
+    calibration = sorted(camvid.glob("train/*.png")) + sorted(camvid.glob("val/*.png"))
+    export_onnx("camvid", model, size=SIZE, int8_calibration=calibration)
+    return model
+
+
 def run(tmp: Path, args: argparse.Namespace) -> None:
     frames = make_frames(tmp / "frames", args.frames)
     (tmp / "jpeg").mkdir()
@@ -107,12 +117,7 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         Image.open(path).save(tmp / "jpeg" / f"{path.stem}.jpg", quality=90)
     clip = tmp / "clip.mp4"
     make_clip(clip, frames, 2 * args.frames)
-    model = args.model
-    if model is None:
-        model = tmp / "camvid.int8.onnx"
-        camvid = SHARED / "data" / "camvid_sample"
-        calibration = sorted(camvid.glob("train/*.png")) + sorted(camvid.glob("val/*.png"))
-        export_onnx("camvid", model, size=SIZE, int8_calibration=calibration)
+    model = args.model or shipped_int8(tmp)
     segmenter = Segmenter(model)
     decoded = [read_rgb(p) for p in frames]
     cases = {

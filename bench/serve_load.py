@@ -33,9 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.infer_throughput import SHARED, SIZE, make_frames  # noqa: E402
+from bench.infer_throughput import SIZE, make_frames, shipped_int8  # noqa: E402
 from bench.latency import machine_description  # noqa: E402
-from enet.deploy.export import export_onnx  # noqa: E402
 from enet.deploy.segmenter import Segmenter  # noqa: E402
 from enet.images import read_rgb, rgb_from_bytes  # noqa: E402
 from enet.serve.answers import answer, question_of  # noqa: E402
@@ -182,12 +181,7 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         buffer = io.BytesIO()
         Image.fromarray(read_rgb(path)).save(buffer, "JPEG", quality=90)
         jpegs.append(buffer.getvalue())
-    model = args.model
-    if model is None:
-        model = tmp / "camvid.int8.onnx"
-        camvid = SHARED / "data" / "camvid_sample"
-        calibration = sorted(camvid.glob("train/*.png")) + sorted(camvid.glob("val/*.png"))
-        export_onnx("camvid", model, size=SIZE, int8_calibration=calibration)
+    model = args.model or shipped_int8(tmp)
     question = question_of({"answer": args.answer})
     rates = baselines(model, jpegs, question, min(args.seconds, 10))
     reference = max(v for k, v in rates.items() if k.startswith("no HTTP"))
