@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +103,7 @@ def read_rgb(path: str | Path, *, upright: bool = False) -> np.ndarray:
     alpha is dropped. ``upright``: turned as its EXIF orientation says, as viewers show a
     photo (a dataset's labels are drawn on the stored pixels, so datasets read it as is)."""
     path = Path(path)
-    im = _open(path, "image")
-    with im:
-        if im.format == "PNG" and im.mode == "RGB" and pyspng is not None:
-            rgb = _plain_png_rgb(path.read_bytes(), upright=upright)
-            if rgb is not None:
-                return rgb
-        _load(im, str(path), "image")
-        return rgb_of(im, source=str(path), upright=upright)
+    return _decoded_rgb(_open(path, "image"), path.read_bytes, str(path), upright=upright)
 
 
 def rgb_from_bytes(
@@ -119,9 +112,17 @@ def rgb_from_bytes(
     """``read_rgb`` of an image file's bytes (an upload); ``source`` names it in errors.
     Images of more than ``max_pixels`` are refused before they are decoded."""
     im = _open(io.BytesIO(data), "image", source=source, max_pixels=max_pixels)
+    return _decoded_rgb(im, lambda: data, source, upright=upright)
+
+
+def _decoded_rgb(
+    im: Image.Image, data_of: Callable[[], bytes], source: str, *, upright: bool
+) -> np.ndarray:
+    """The pixels of an opened image: a plain 8-bit RGB PNG through libspng (its bytes from
+    ``data_of``), anything else through PIL."""
     with im:
         if im.format == "PNG" and im.mode == "RGB" and pyspng is not None:
-            rgb = _plain_png_rgb(data, upright=upright)
+            rgb = _plain_png_rgb(data_of(), upright=upright)
             if rgb is not None:
                 return rgb
         _load(im, source, "image")
@@ -137,20 +138,14 @@ def _plain_png_rgb(data: bytes, *, upright: bool) -> np.ndarray | None:
     or a file libspng refuses (PIL then names the problem)."""
     if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24:26] != b"\x08\x02":
         return None
-    pos = 8
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
+    for kind, start, _ in _png_chunks(data):
         if kind == b"tRNS":
             return None
         if upright and (
             kind == b"eXIf"
-            or (kind in (b"tEXt", b"zTXt", b"iTXt") and data[pos + 8 : pos + 29] == EXIF_TEXT)
+            or (kind in (b"tEXt", b"zTXt", b"iTXt") and data[start + 8 : start + 29] == EXIF_TEXT)
         ):
             return None
-        if kind == b"IEND":
-            break
-        pos += 12 + length
     try:
         return pyspng.load(data, "RGB")
     except Exception:
@@ -265,19 +260,29 @@ def grey_png(palette_png: bytes) -> bytes:
     if palette_png[:8] != PNG_SIGNATURE or palette_png[24:26] != b"\x08\x03":
         raise ValueError("not an 8-bit palette PNG")
     chunks = [PNG_SIGNATURE]
-    pos = 8
-    while pos < len(palette_png):
-        length = int.from_bytes(palette_png[pos : pos + 4], "big")
-        end = pos + 12 + length
-        kind = palette_png[pos + 4 : pos + 8]
+    for kind, start, end in _png_chunks(palette_png):
         if kind == b"IHDR":
-            body = palette_png[pos + 8 : pos + 17] + b"\x00" + palette_png[pos + 18 : pos + 21]
+            body = (
+                palette_png[start + 8 : start + 17] + b"\x00" + palette_png[start + 18 : start + 21]
+            )
             crc = zlib.crc32(b"IHDR" + body).to_bytes(4, "big")
-            chunks.append(palette_png[pos : pos + 8] + body + crc)
+            chunks.append(palette_png[start : start + 8] + body + crc)
         elif kind not in (b"PLTE", b"tRNS"):
-            chunks.append(palette_png[pos:end])
-        pos = end
+            chunks.append(palette_png[start:end])
     return b"".join(chunks)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each chunk of a PNG after its signature: its type, where it starts and ends (its
+    length field, type, data and CRC), up to and including IEND."""
+    pos = 8
+    while pos + 8 <= len(data):
+        end = pos + 12 + int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        yield kind, pos, end
+        if kind == b"IEND":
+            return
+        pos = end
 
 
 def jpeg_bytes(array: Any, *, quality: int = 90) -> bytes:

@@ -21,6 +21,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from enet.fileio import write_bytes_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ENET_SHARED", ROOT.parent / "shared"))
 FRAME = SHARED / "data" / "camvid_sample" / "test" / "0001TP_008550.png"
@@ -55,10 +57,7 @@ def main() -> None:
             browser.find_element(By.ID, "file").send_keys(str(args.frame.resolve()))
             view = browser.find_element(By.ID, "view")
             WebDriverWait(browser, 30).until(lambda _: view.get_attribute("data-frames") == "1")
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            partial = args.out.with_name(args.out.name + ".partial")
-            partial.write_bytes(browser.get_screenshot_as_png())
-            partial.replace(args.out)
+            write_bytes_atomic(args.out, browser.get_screenshot_as_png())
         finally:
             browser.quit()
     finally:

@@ -208,14 +208,10 @@ class OpenVinoPredictor:
         self.pool = queue.SimpleQueue()
         for _ in range(self.parallel_requests):
             self.pool.put(compiled.create_infer_request())
-        throughput = self.config
-        self.config = {**throughput, "PERFORMANCE_HINT": "LATENCY"}
-        try:
-            self.alone = self._compile(self.model.clone(), IDS)
-        finally:
-            self.config = throughput
+        latency = {**self.config, "PERFORMANCE_HINT": "LATENCY"}
+        self.alone = self._compile(self.model.clone(), IDS, config=latency)
 
-    def _compile(self, model, head: str):
+    def _compile(self, model, head: str, *, config: dict | None = None):
         """An infer request for ``model``, which it changes: ``head`` LOGITS takes N x 3 x H x
         W float32 and gives logits; IDS takes N x H x W x 3 uint8 and gives uint8 class ids,
         the conversions and the argmax run inside the graph on OpenVINO's threads (in NumPy
@@ -223,16 +219,17 @@ class OpenVinoPredictor:
         import openvino as ov
 
         model = rewrite_for_this_cpu(model, self.int8, self.core, self.skip_rewrites)
+        config = config or self.config
         if head == IDS:
-            return self._compile_ids(model)
+            return self._compile_ids(model, config)
         # logits as OpenVINO computes them, channels last: its reorder back to N x C x H x W
         # took 7-8 of ~100 ms at 1024x512 (__call__ returns an N x C x H x W view)
         post = ov.preprocess.PrePostProcessor(model)
         post.output().model().set_layout(ov.Layout("NCHW"))
         post.output().tensor().set_layout(ov.Layout("NHWC"))
-        return self.core.compile_model(post.build(), "CPU", self.config).create_infer_request()
+        return self.core.compile_model(post.build(), "CPU", config).create_infer_request()
 
-    def _compile_ids(self, model):
+    def _compile_ids(self, model, config: dict):
         import openvino as ov
         import openvino.opset13 as ops
 
@@ -245,7 +242,7 @@ class OpenVinoPredictor:
         pre.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         pre.input().model().set_layout(ov.Layout("NCHW"))
         pre.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-        return self.core.compile_model(pre.build(), "CPU", self.config).create_infer_request()
+        return self.core.compile_model(pre.build(), "CPU", config).create_infer_request()
 
     def _request_for(self, head: str, shape: tuple[int, ...]):
         """The request to run ``shape`` (N x 3 x H x W) on: the file's own graph, or for a

@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from typing import Any
@@ -104,8 +104,12 @@ class _Service:
         given = given or conn.query_params.get("token", "")
         return hmac.compare_digest(given.encode(), self.token.encode())
 
+    def require_token(self, request: Request) -> None:
+        if not self.authorized(request):
+            raise Refusal(401, "a token is needed", {"WWW-Authenticate": "Bearer"})
+
     @contextlib.contextmanager
-    def place(self) -> Any:
+    def place(self) -> Iterator[None]:
         """One of the queue's places for the request, or a 503 refusal at once."""
         if self.active >= self.limits.queue:
             raise Refusal(
@@ -141,8 +145,7 @@ class _Service:
         )
 
     async def model(self, request: Request) -> Response:
-        if not self.authorized(request):
-            raise Refusal(401, "a token is needed", {"WWW-Authenticate": "Bearer"})
+        self.require_token(request)
         seg = self.segmenter
         classes = seg.classes
         return JSONResponse(
@@ -162,8 +165,7 @@ class _Service:
         )
 
     async def segment(self, request: Request) -> Response:
-        if not self.authorized(request):
-            raise Refusal(401, "a token is needed", {"WWW-Authenticate": "Bearer"})
+        self.require_token(request)
         question = question_of(dict(request.query_params))
         with self.place():
             deadline = time.monotonic() + self.limits.timeout_s

@@ -33,10 +33,6 @@ class JobQueue:
         for worker in self._workers:
             worker.start()
 
-    @property
-    def waiting(self) -> int:
-        return len(self._jobs)
-
     async def segment(self, rgb: np.ndarray) -> Segmentation:
         """The image's segmentation, once a worker has run it; a request that is cancelled
         (timed out, its client gone) before its turn leaves the queue without running."""
